@@ -1,0 +1,1 @@
+"""Fleet server that manages all cabinets from one place."""

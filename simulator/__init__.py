@@ -1,0 +1,1 @@
+"""Simulator of virtual cabinet boards and students for demos and tests."""
