@@ -1,0 +1,469 @@
+"""Item decoding: from shelf weight changes to counts of products taken.
+
+Model. One pack of product p weighs its label weight ``w_p`` give or take at
+most its tolerance ``t_p``, spread evenly over that range (standard deviation
+``t_p / sqrt(3)``), and the error of a weight change has a standard
+deviation of a third of ``noise_band_mg``. Taking ``n_p`` packs of each product from a shelf changes
+its reading by ``-sum(n_p * w_p)``. The packs' deviations and the noise add in
+quadrature, so each candidate explanation has a standard deviation; the packs'
+part is also bounded by ``sum(n_p * t_p)``, which matters for many packs. A
+candidate's half-width at ``z`` is the smaller of ``z`` standard deviations and
+that bound plus ``z`` standard deviations of noise; it explains every change
+within its half-width at ``Z_DECODE``.
+
+Decodable planogram. On every shelf, all ways to take up to ``max_items``
+packs of the shelf's products must stay apart at ``Z_CHECK``, wider than
+``Z_DECODE``: a reading must stray more than five standard deviations before
+another candidate explains it, and before that it is only unexplained (sent
+to review), never read as something else. ``check_planogram`` enforces this;
+the fleet server runs the same check when a planogram is saved.
+
+Decoding a session. Per shelf, the candidates are the ways to take packs of
+what the shelf holds, alone or together with one pack of any product in the
+cabinet put onto that shelf (a pack put back on the wrong shelf, or on its own
+shelf after being taken from another). The shelves' explanations are then
+combined: a combination is valid only if no product ends up with more packs
+returned than taken, since a student can only put back what they took. Each
+valid combination is scored by its likelihood, times ``RETURN_PRIOR`` for each
+pack it puts back. The best one is charged if it is at least ``MIN_ODDS``
+times as likely as every valid combination that charges differently.
+Otherwise the session goes to review, and only what every plausible
+combination agrees on is charged: for each product, the smallest count. A
+change that no candidate explains goes to review too, and charges are reduced
+by every pack that the unexplained shelf could hide.
+
+Returns make some planograms ambiguous that the shelf check accepts: two
+100 g packs taken and a 200 g pack put back on the same shelf weigh nothing.
+``check_returns`` lists such coincidences as warnings. Few real planograms
+avoid them all, so decoding relies on the prior: a visit that really matches
+one is charged as the plain take, or goes to review when the likelihoods say
+otherwise.
+"""
+
+import bisect
+import itertools
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import lru_cache
+
+# Default three standard deviations of the error of a weight change (after
+# minus before): ADC noise, residual swing and creep during one session.
+DEFAULT_NOISE_BAND_MG = 6_000
+# The planogram check guarantees unambiguous decoding of up to this many packs
+# taken from one shelf.
+DEFAULT_CHECKED_ITEMS = 4
+# ``check_returns`` looks for coincidences among up to this many packs taken
+# from the shelf that a pack is put back on.
+RETURN_CHECKED_ITEMS = 2
+# Decoding looks at most this many packs taken from one shelf, and at most
+# RETURN_MAX_TAKES of them together with a pack put back on it.
+MAX_DECODE_ITEMS = 12
+RETURN_MAX_TAKES = 4
+# Standard deviations within which a candidate explains a change.
+Z_DECODE = 4.0
+# Candidates within this many standard deviations are scored against each
+# other, so that a reading just past Z_DECODE of the truth is not handed to a
+# wider, less likely candidate.
+Z_WINDOW = 6.0
+# Standard deviations by which the check keeps candidates apart on each side.
+Z_CHECK = 4.5
+# Prior odds that a visit puts a pack back on a shelf, per pack put back.
+RETURN_PRIOR = 0.01
+# The best combination must be this many times as likely as any that charges
+# differently; combinations below best / PLAUSIBLE_ODDS are disregarded.
+MIN_ODDS = 20.0
+PLAUSIBLE_ODDS = 10_000.0
+# Combining shelves stops, and the session goes to review, past this many
+# combinations of per-shelf explanations.
+MAX_COMBINATIONS = 4_096
+
+
+class ReviewReason(StrEnum):
+    AMBIGUOUS_WEIGHT = "ambiguous_weight"
+    UNEXPLAINED_WEIGHT = "unexplained_weight"
+    TOO_MANY_COMBINATIONS = "too_many_combinations"
+    SCALE_FAULT = "scale_fault"
+
+
+@dataclass(frozen=True, slots=True)
+class ProductWeight:
+    """A product's label weight per pack and the largest deviation of one pack."""
+
+    product_id: str
+    unit_weight_mg: int
+    tolerance_mg: int
+
+    def __post_init__(self) -> None:
+        if self.unit_weight_mg <= 0:
+            raise ValueError(f"{self.product_id}: unit weight must be positive")
+        if not 0 <= self.tolerance_mg < self.unit_weight_mg:
+            raise ValueError(f"{self.product_id}: tolerance must be in [0, unit weight)")
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One way to explain a shelf's change: packs taken (negative) or put on (positive)."""
+
+    counts: tuple[tuple[str, int], ...]
+    mean_mg: int
+    sigma_mg: float
+    pack_bound_mg: int
+    noise_sigma_mg: float
+
+    def half_width(self, z: float) -> float:
+        return min(z * self.sigma_mg, self.pack_bound_mg + z * self.noise_sigma_mg)
+
+    def distance(self, delta_mg: int, z: float = Z_DECODE) -> float:
+        """Return how far ``delta_mg`` lies from the mean, in half-widths at ``z``."""
+        return abs(delta_mg - self.mean_mg) / self.half_width(z)
+
+    def log_likelihood(self, delta_mg: int) -> float:
+        """Return the Gaussian log density of ``delta_mg``, up to a constant."""
+        z = (delta_mg - self.mean_mg) / self.sigma_mg
+        return -0.5 * z * z - math.log(self.sigma_mg)
+
+    @property
+    def returns(self) -> int:
+        return sum(n for _, n in self.counts if n > 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """Two ways of taking packs from one shelf that weigh too nearly the same."""
+
+    shelf: int
+    first: tuple[tuple[str, int], ...]
+    second: tuple[tuple[str, int], ...]
+
+    def describe(self) -> str:
+        def side(counts: tuple[tuple[str, int], ...]) -> str:
+            return " + ".join(f"{-n} x {product}" for product, n in counts) or "nothing"
+
+        return f"shelf {self.shelf}: {side(self.first)} weighs about as much as {side(self.second)}"
+
+
+@dataclass(frozen=True, slots=True)
+class ShelfResult:
+    shelf: int
+    delta_mg: int
+    explanations: tuple[Candidate, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Decoding:
+    """What a session took: ``charged`` counts per product, and whether to review it."""
+
+    charged: Mapping[str, int]
+    review_reasons: tuple[ReviewReason, ...]
+    shelves: tuple[ShelfResult, ...]
+    # (product, shelf) of each pack the certain explanation puts on a shelf
+    # that is not its home; empty when the session goes to review.
+    misplaced: tuple[tuple[str, int], ...] = field(default=())
+
+    @property
+    def certain(self) -> bool:
+        return not self.review_reasons
+
+
+def _candidate(
+    counts: Iterable[tuple[str, int]], weights: Mapping[str, ProductWeight], noise_band_mg: int
+) -> Candidate:
+    kept = tuple(sorted((p, n) for p, n in counts if n))
+    mean = sum(n * weights[p].unit_weight_mg for p, n in kept)
+    variance = sum(abs(n) * weights[p].tolerance_mg ** 2 / 3 for p, n in kept)
+    noise_sigma = noise_band_mg / 3
+    sigma = math.sqrt(variance + noise_sigma**2)
+    pack_bound = sum(abs(n) * weights[p].tolerance_mg for p, n in kept)
+    return Candidate(kept, mean, sigma, pack_bound, noise_sigma)
+
+
+def _take_combinations(
+    stock: Sequence[tuple[str, int]], max_items: int
+) -> Iterable[tuple[tuple[str, int], ...]]:
+    """Yield every way to take at most ``max_items`` packs from ``stock``."""
+    ranges = [range(min(count, max_items) + 1) for _, count in stock]
+    for taken in itertools.product(*ranges):
+        if sum(taken) <= max_items:
+            yield tuple((product, -n) for (product, _), n in zip(stock, taken, strict=True))
+
+
+def _overlaps(shelf: int, candidates: Iterable[Candidate]) -> list[Conflict]:
+    """Return the pairs of candidates whose intervals at ``Z_CHECK`` overlap."""
+    ordered = sorted(candidates, key=lambda c: c.mean_mg - c.half_width(Z_CHECK))
+
+    # Sweep the intervals by their low ends; ``reach`` is the one that extends
+    # furthest so far, and any interval starting before its end overlaps it.
+    conflicts = []
+    reach: Candidate | None = None
+    for candidate in ordered:
+        low = candidate.mean_mg - candidate.half_width(Z_CHECK)
+        if reach is not None and low < reach.mean_mg + reach.half_width(Z_CHECK):
+            conflicts.append(Conflict(shelf, reach.counts, candidate.counts))
+        high = candidate.mean_mg + candidate.half_width(Z_CHECK)
+        if reach is None or high > reach.mean_mg + reach.half_width(Z_CHECK):
+            reach = candidate
+    return conflicts
+
+
+def check_shelf(
+    shelf: int,
+    products: Sequence[ProductWeight],
+    *,
+    max_items: int = DEFAULT_CHECKED_ITEMS,
+    noise_band_mg: int = DEFAULT_NOISE_BAND_MG,
+) -> list[Conflict]:
+    """Return the pairs of ways to take up to ``max_items`` packs that cannot be told apart."""
+    weights = {p.product_id: p for p in products}
+    stock = [(p.product_id, max_items) for p in products]
+    takes = (_candidate(c, weights, noise_band_mg) for c in _take_combinations(stock, max_items))
+    return _overlaps(shelf, takes)
+
+
+def check_returns(
+    shelves: Mapping[int, Sequence[ProductWeight]],
+    *,
+    max_items: int = RETURN_CHECKED_ITEMS,
+    noise_band_mg: int = DEFAULT_NOISE_BAND_MG,
+) -> list[Conflict]:
+    """Return the ways a pack put back on a shelf, with packs taken, could pass for a take.
+
+    Only these coincidences can make the prior against returns charge the
+    wrong product; two explanations that both put a pack back tie, and such a
+    visit goes to review instead. A planogram with coincidences still decodes.
+    """
+    everything = {p.product_id: p for products in shelves.values() for p in products}
+    conflicts: list[Conflict] = []
+    for shelf, products in sorted(shelves.items()):
+        stock = [(p.product_id, max_items) for p in products]
+        takes = list(_take_combinations(stock, max_items))
+        plain = [_candidate(take, everything, noise_band_mg) for take in takes]
+        for returned in everything:
+            with_return = [
+                _candidate((*take, (returned, 1)), everything, noise_band_mg)
+                for take in takes
+                if dict(take).get(returned, 0) == 0
+            ]
+            for conflict in _overlaps(shelf, [*plain, *with_return]):
+                if (returned, 1) in conflict.first + conflict.second and not (
+                    (returned, 1) in conflict.first and (returned, 1) in conflict.second
+                ):
+                    conflicts.append(conflict)
+    return conflicts
+
+
+def check_planogram(
+    shelves: Mapping[int, Sequence[ProductWeight]],
+    *,
+    max_items: int = DEFAULT_CHECKED_ITEMS,
+    noise_band_mg: int = DEFAULT_NOISE_BAND_MG,
+) -> list[Conflict]:
+    """Return every conflict on every shelf; an empty list means the planogram is decodable."""
+    conflicts: list[Conflict] = []
+    for shelf, products in sorted(shelves.items()):
+        conflicts += check_shelf(shelf, products, max_items=max_items, noise_band_mg=noise_band_mg)
+    return conflicts
+
+
+class ItemDecoder:
+    """Decodes sessions for one cabinet's planogram; see the module docstring."""
+
+    def __init__(
+        self,
+        products: Iterable[ProductWeight],
+        *,
+        noise_band_mg: int = DEFAULT_NOISE_BAND_MG,
+        max_items: int = MAX_DECODE_ITEMS,
+    ) -> None:
+        self.weights = {p.product_id: p for p in products}
+        self.noise_band_mg = noise_band_mg
+        self.max_items = max_items
+        self._take_table = lru_cache(maxsize=256)(self._build_take_table)
+
+    def _build_take_table(
+        self, stock: tuple[tuple[str, int], ...]
+    ) -> tuple[list[int], list[Candidate], int]:
+        candidates = sorted(
+            (
+                _candidate(c, self.weights, self.noise_band_mg)
+                for c in _take_combinations(stock, self.max_items)
+            ),
+            key=lambda c: c.mean_mg,
+        )
+        means = [c.mean_mg for c in candidates]
+        widest = max(math.ceil(c.half_width(Z_WINDOW)) for c in candidates)
+        return means, candidates, widest
+
+    def explain_shelf(self, shelf_stock: Mapping[str, int], delta_mg: int) -> list[Candidate]:
+        """Return every candidate within ``Z_WINDOW`` of ``delta_mg``, nearest first."""
+        stock = tuple(sorted((p, min(n, self.max_items)) for p, n in shelf_stock.items() if n > 0))
+        means, takes, widest = self._take_table(stock)
+
+        # Either nothing is put on the shelf, or one pack of any product is.
+        returns: list[ProductWeight | None] = [None, *self.weights.values()]
+        found: dict[tuple[tuple[str, int], ...], Candidate] = {}
+        for returned in returns:
+            offset = returned.unit_weight_mg if returned else 0
+            # A returned pack widens the half-width at Z_WINDOW by at most
+            # Z_WINDOW / sqrt(3) times its tolerance.
+            slack = math.ceil(Z_WINDOW / math.sqrt(3) * returned.tolerance_mg) if returned else 0
+            target = delta_mg - offset
+            reach = widest + slack + 1
+            start = bisect.bisect_left(means, target - reach)
+            end = bisect.bisect_right(means, target + reach)
+            for take in takes[start:end]:
+                counts = dict(take.counts)
+                if returned is not None:
+                    if -sum(counts.values()) > RETURN_MAX_TAKES:
+                        continue
+                    if counts.get(returned.product_id, 0) < 0:
+                        continue  # taking and returning the same product is a smaller take
+                    counts[returned.product_id] = 1
+                candidate = _candidate(counts.items(), self.weights, self.noise_band_mg)
+                if candidate.distance(delta_mg, Z_WINDOW) <= 1:
+                    found[candidate.counts] = candidate
+        return sorted(found.values(), key=lambda c: c.distance(delta_mg))
+
+    def decode(
+        self,
+        stock: Mapping[int, Mapping[str, int]],
+        deltas: Mapping[int, int],
+        *,
+        faulted_shelves: Iterable[int] = (),
+        home_shelves: Mapping[str, Iterable[int]] | None = None,
+    ) -> Decoding:
+        """Decode one session from each shelf's stock before it and its weight change.
+
+        ``stock`` maps shelf to product to packs on the shelf before the door
+        opened, misplaced packs included. ``deltas`` maps shelf to settled weight
+        after minus before, in milligrams. Shelves in ``faulted_shelves`` are
+        not trusted: the session goes to review, and since a faulted shelf may
+        hide any returned pack, nothing is charged.
+        """
+        reasons: list[ReviewReason] = []
+        faulted = set(faulted_shelves)
+        if faulted:
+            reasons.append(ReviewReason.SCALE_FAULT)
+
+        results: list[ShelfResult] = []
+        options: list[list[Candidate]] = []
+        unexplained: list[int] = []
+        for shelf in sorted(deltas):
+            if shelf in faulted:
+                continue
+            explanations = self.explain_shelf(stock.get(shelf, {}), deltas[shelf])
+            results.append(ShelfResult(shelf, deltas[shelf], tuple(explanations)))
+            if explanations:
+                options.append(explanations)
+            else:
+                unexplained.append(shelf)
+        if unexplained:
+            reasons.append(ReviewReason.UNEXPLAINED_WEIGHT)
+
+        explained = [result for result in results if result.explanations]
+        combination_count = 1
+        for explanations in options:
+            combination_count *= len(explanations)
+        if faulted or combination_count > MAX_COMBINATIONS:
+            if not faulted:
+                reasons.append(ReviewReason.TOO_MANY_COMBINATIONS)
+            return Decoding({}, _unique(reasons), tuple(results))
+
+        scored: list[tuple[float, dict[str, int], tuple[Candidate, ...]]] = []
+        for combination in itertools.product(*options):
+            net: dict[str, int] = {}
+            for candidate in combination:
+                for product, n in candidate.counts:
+                    net[product] = net.get(product, 0) + n
+            if all(n <= 0 for n in net.values()):
+                score = sum(
+                    c.log_likelihood(result.delta_mg) + c.returns * math.log(RETURN_PRIOR)
+                    for c, result in zip(combination, explained, strict=True)
+                )
+                scored.append((score, _charge(net), combination))
+
+        best: tuple[Candidate, ...] | None = None
+        if not scored:
+            # A pack appeared that nothing taken explains (weight from nowhere),
+            # so the truth lies outside every candidate and nothing is certain.
+            reasons.append(ReviewReason.UNEXPLAINED_WEIGHT)
+            charged = {}
+        else:
+            top_score, top_charge, top = max(scored, key=lambda item: item[0])
+            rival = max(
+                (score for score, charge, _ in scored if charge != top_charge),
+                default=-math.inf,
+            )
+            within = all(c.distance(r.delta_mg) <= 1 for c, r in zip(top, explained, strict=True))
+            if not within:
+                reasons.append(ReviewReason.UNEXPLAINED_WEIGHT)
+            if within and top_score - rival >= math.log(MIN_ODDS):
+                charged, best = top_charge, top
+            else:
+                if within:
+                    reasons.append(ReviewReason.AMBIGUOUS_WEIGHT)
+                plausible = [
+                    charge
+                    for score, charge, _ in scored
+                    if top_score - score < math.log(PLAUSIBLE_ODDS)
+                ]
+                charged = _least_charge(plausible)
+
+        if unexplained:
+            charged = self._discount_hidden_returns(charged, stock, deltas, unexplained)
+
+        misplaced: list[tuple[str, int]] = []
+        if best is not None:
+            homes = home_shelves or {}
+            for result, candidate in zip(explained, best, strict=True):
+                for product, n in candidate.counts:
+                    if n > 0 and result.shelf not in set(homes.get(product, ())):
+                        misplaced.append((product, result.shelf))
+        return Decoding(charged, _unique(reasons), tuple(results), tuple(misplaced))
+
+    def _discount_hidden_returns(
+        self,
+        charged: Mapping[str, int],
+        stock: Mapping[int, Mapping[str, int]],
+        deltas: Mapping[int, int],
+        shelves: Iterable[int],
+    ) -> dict[str, int]:
+        """Subtract the most packs of each product that unexplained shelves could hide.
+
+        An unexplained shelf may hold returned packs among whatever else changed
+        on it. What was put on it weighs at most its gain plus all it held before
+        (everything taken off and replaced), so that bounds the hidden returns.
+        """
+        capacity_mg = 0
+        for shelf in shelves:
+            held = sum(
+                n * (self.weights[p].unit_weight_mg + self.weights[p].tolerance_mg)
+                for p, n in stock.get(shelf, {}).items()
+                if p in self.weights
+            )
+            capacity_mg += max(deltas[shelf], 0) + held + self.noise_band_mg
+        discounted = {}
+        for product, count in charged.items():
+            weight = self.weights[product]
+            hidden = capacity_mg // (weight.unit_weight_mg - weight.tolerance_mg)
+            if count > hidden:
+                discounted[product] = count - hidden
+        return discounted
+
+
+def _unique(reasons: Iterable[ReviewReason]) -> tuple[ReviewReason, ...]:
+    return tuple(dict.fromkeys(reasons))
+
+
+def _charge(net: Mapping[str, int]) -> dict[str, int]:
+    return {product: -n for product, n in sorted(net.items()) if n < 0}
+
+
+def _least_charge(charges: Sequence[Mapping[str, int]]) -> dict[str, int]:
+    """Return, per product, the smallest count that every explanation charges."""
+    if not charges:
+        return {}
+    products = set().union(*charges)
+    least = {p: min(charge.get(p, 0) for charge in charges) for p in sorted(products)}
+    return {p: n for p, n in least.items() if n > 0}

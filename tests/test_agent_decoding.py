@@ -1,0 +1,293 @@
+"""Item decoding: the planogram check, single sessions, and the no-overcharge property."""
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kiosk_agent.decoding import (
+    DEFAULT_CHECKED_ITEMS,
+    DEFAULT_NOISE_BAND_MG,
+    RETURN_CHECKED_ITEMS,
+    ItemDecoder,
+    ProductWeight,
+    ReviewReason,
+    check_planogram,
+    check_returns,
+    check_shelf,
+)
+
+TEA = ProductWeight("tea", 250_000, 12_500)  # 250 g, 5 %
+CRISPS = ProductWeight("crisps", 100_000, 10_000)  # 100 g, 10 %
+SHOOTS = ProductWeight("shoots", 200_000, 20_000)
+RICE = ProductWeight("rice", 1_000_000, 50_000)
+HONEY = ProductWeight("honey", 520_000, 26_000)
+
+# A planogram that passes the shelf check but has return coincidences
+# (two crisps weigh one pack of shoots).
+SHELVES = {0: [TEA], 1: [CRISPS], 2: [SHOOTS], 3: [RICE], 4: [HONEY]}
+PRODUCTS = [TEA, CRISPS, SHOOTS, RICE, HONEY]
+HOMES = {"tea": [0], "crisps": [1], "shoots": [2], "rice": [3], "honey": [4]}
+STOCK = {
+    0: {"tea": 10},
+    1: {"crisps": 20},
+    2: {"shoots": 10},
+    3: {"rice": 6},
+    4: {"honey": 8},
+}
+
+
+def _decoder() -> ItemDecoder:
+    return ItemDecoder(PRODUCTS)
+
+
+def test_sample_planogram_passes_check() -> None:
+    assert check_planogram(SHELVES) == []
+
+
+def test_check_rejects_two_light_packs_like_one_heavy() -> None:
+    half = ProductWeight("half", 250_000, 12_500)
+    double = ProductWeight("double", 500_000, 25_000)
+
+    conflicts = check_shelf(7, [half, double])
+
+    assert conflicts
+    assert all(conflict.shelf == 7 for conflict in conflicts)
+    pairs = {frozenset((c.first, c.second)) for c in conflicts}
+    assert frozenset(((("half", -2),), (("double", -1),))) in pairs
+    assert "2 x half" in conflicts[0].describe() or "1 x double" in conflicts[0].describe()
+
+
+def test_check_rejects_identical_weights() -> None:
+    first = ProductWeight("a", 300_000, 15_000)
+    second = ProductWeight("b", 300_000, 15_000)
+
+    assert check_shelf(0, [first, second], max_items=1)
+
+
+def test_check_depends_on_item_limit() -> None:
+    small = ProductWeight("small", 100_000, 5_000)
+    large = ProductWeight("large", 350_000, 10_000)
+
+    assert check_shelf(0, [small, large], max_items=2) == []
+    assert check_shelf(0, [small, large], max_items=4)
+
+
+def test_check_rejects_tolerance_too_wide_for_count() -> None:
+    loose = ProductWeight("loose", 100_000, 30_000)
+
+    assert check_shelf(0, [loose], max_items=DEFAULT_CHECKED_ITEMS)
+    assert check_shelf(0, [loose], max_items=1) == []
+
+
+def test_single_take_is_certain() -> None:
+    decoding = _decoder().decode(STOCK, {0: -251_300, 1: 400, 2: -900, 3: 0, 4: 1_200})
+
+    assert decoding.certain
+    assert dict(decoding.charged) == {"tea": 1}
+    assert decoding.misplaced == ()
+
+
+def test_nothing_taken_charges_nothing() -> None:
+    decoding = _decoder().decode(STOCK, dict.fromkeys(STOCK, 0))
+
+    assert decoding.certain
+    assert dict(decoding.charged) == {}
+
+
+def test_mixed_shelf_take_is_certain() -> None:
+    light = ProductWeight("light", 110_000, 5_500)
+    heavy = ProductWeight("heavy", 760_000, 38_000)
+    # Heavy packs spread too widely to mix with light ones beyond two packs.
+    assert check_shelf(0, [light, heavy], max_items=2) == []
+    assert check_shelf(0, [light, heavy], max_items=4)
+    decoder = ItemDecoder([light, heavy])
+
+    # With nine light packs on the shelf, eight of them would weigh as much.
+    decoding = decoder.decode({0: {"light": 3, "heavy": 9}}, {0: -(771_000 + 108_000)})
+
+    assert decoding.certain
+    assert dict(decoding.charged) == {"heavy": 1, "light": 1}
+
+
+def test_wrong_shelf_return_is_recognised() -> None:
+    # Took two tea and one honey; put one tea back onto the honey shelf.
+    deltas = {0: -2 * 250_000, 4: -520_000 + 252_000}
+
+    decoding = _decoder().decode(STOCK, deltas, home_shelves=HOMES)
+
+    assert decoding.certain
+    assert dict(decoding.charged) == {"tea": 1, "honey": 1}
+    assert decoding.misplaced == (("tea", 4),)
+
+
+def test_weight_from_nowhere_is_flagged_and_not_charged() -> None:
+    # A phone of 183 g left on the crisps shelf, one tea taken.
+    decoding = _decoder().decode(STOCK, {0: -250_000, 1: 183_000})
+
+    assert not decoding.certain
+    assert ReviewReason.UNEXPLAINED_WEIGHT in decoding.review_reasons
+    assert decoding.charged.get("tea", 0) == 0
+
+
+def test_return_of_untaken_product_is_flagged() -> None:
+    # A tea appears on the shoots shelf while nothing was taken anywhere.
+    decoding = _decoder().decode(STOCK, {0: 0, 2: 250_000})
+
+    assert ReviewReason.UNEXPLAINED_WEIGHT in decoding.review_reasons
+    assert dict(decoding.charged) == {}
+
+
+def test_faulted_shelf_charges_nothing() -> None:
+    decoding = _decoder().decode(STOCK, {0: -250_000, 1: -100_000}, faulted_shelves=[1])
+
+    assert ReviewReason.SCALE_FAULT in decoding.review_reasons
+    assert dict(decoding.charged) == {}
+
+
+def test_ambiguous_shelf_charges_only_certain_part() -> None:
+    half = ProductWeight("half", 250_000, 12_500)
+    double = ProductWeight("double", 500_000, 25_000)
+    decoder = ItemDecoder([half, double, TEA])
+    stock = {0: {"half": 5, "double": 5}, 1: {"tea": 5}}
+
+    decoding = decoder.decode(stock, {0: -500_000, 1: -250_000})
+
+    # Two halves or one double; or even three halves taken and the tea put
+    # back among them, so not even the tea is certain.
+    assert ReviewReason.AMBIGUOUS_WEIGHT in decoding.review_reasons
+    assert dict(decoding.charged) == {}
+
+
+def test_taking_more_than_stock_is_unexplained() -> None:
+    decoding = _decoder().decode({0: {"tea": 1}}, {0: -500_000})
+
+    assert ReviewReason.UNEXPLAINED_WEIGHT in decoding.review_reasons
+    assert dict(decoding.charged) == {}
+
+
+def test_product_validation() -> None:
+    with pytest.raises(ValueError, match="tolerance"):
+        ProductWeight("x", 100, 100)
+    with pytest.raises(ValueError, match="positive"):
+        ProductWeight("x", 0, 0)
+
+
+def _grams(name: str, grams: int, tolerance: float = 0.05) -> ProductWeight:
+    return ProductWeight(name, grams * 1000, round(grams * 1000 * tolerance))
+
+
+# A planogram free of return coincidences for up to two packs taken per shelf.
+SAFE_PRODUCTS = [_grams(f"p{g}", g) for g in (330, 560, 750, 950, 1290)]
+SAFE_SHELVES = {shelf: [product] for shelf, product in enumerate(SAFE_PRODUCTS)}
+SAFE_STOCK = {shelf: {p.product_id: 10} for shelf, p in enumerate(SAFE_PRODUCTS)}
+SAFE_HOMES = {p.product_id: [shelf] for shelf, p in enumerate(SAFE_PRODUCTS)}
+
+
+def _simulate(
+    rng: random.Random,
+    products: list[ProductWeight],
+    stock: dict[int, dict[str, int]],
+    *,
+    max_per_shelf: int,
+    return_rate: float,
+    spread: float = 0.05,
+) -> tuple[dict[str, int], dict[int, int]]:
+    """Return (truth, deltas) of one random visit with packs within their tolerance."""
+    weights = {p.product_id: p for p in products}
+    deltas = dict.fromkeys(stock, 0)
+    per_shelf = dict.fromkeys(stock, 0)
+    truth: dict[str, int] = {}
+    taken_packs: list[tuple[str, int]] = []
+    for _ in range(rng.choice([0, 1, 1, 1, 2, 2, 3, 4])):
+        shelf = rng.choice(list(stock))
+        if per_shelf[shelf] >= max_per_shelf:
+            continue
+        product = rng.choice(list(stock[shelf]))
+        actual = round(weights[product].unit_weight_mg * (1 + rng.uniform(-spread, spread)))
+        deltas[shelf] -= actual
+        per_shelf[shelf] += 1
+        truth[product] = truth.get(product, 0) + 1
+        taken_packs.append((product, actual))
+    if taken_packs and rng.random() < return_rate:
+        product, actual = taken_packs.pop(rng.randrange(len(taken_packs)))
+        deltas[rng.choice(list(stock))] += actual
+        truth[product] -= 1
+    # The noise band bounds the error of a difference of two readings.
+    for shelf in deltas:
+        deltas[shelf] += round(rng.gauss(0, DEFAULT_NOISE_BAND_MG / 3))
+    return {p: n for p, n in truth.items() if n}, deltas
+
+
+def test_safe_planogram_passes_both_checks() -> None:
+    assert check_planogram(SAFE_SHELVES) == []
+    assert check_returns(SAFE_SHELVES) == []
+
+
+def test_sample_planogram_has_return_coincidences() -> None:
+    conflicts = check_returns(SHELVES)
+
+    assert any(
+        ("crisps", -2) in c.first + c.second and ("shoots", 1) in c.first + c.second
+        for c in conflicts
+    )
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_safe_planogram_never_overcharges(seed: int) -> None:
+    rng = random.Random(seed)
+    truth, deltas = _simulate(
+        rng, SAFE_PRODUCTS, SAFE_STOCK, max_per_shelf=RETURN_CHECKED_ITEMS, return_rate=0.5
+    )
+
+    decoding = ItemDecoder(SAFE_PRODUCTS).decode(SAFE_STOCK, deltas, home_shelves=SAFE_HOMES)
+
+    for product, count in decoding.charged.items():
+        assert count <= truth.get(product, 0), (truth, deltas, decoding)
+    if decoding.certain:
+        assert dict(decoding.charged) == truth
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_plain_takes_never_overcharge(seed: int) -> None:
+    rng = random.Random(seed)
+    truth, deltas = _simulate(
+        rng, PRODUCTS, STOCK, max_per_shelf=DEFAULT_CHECKED_ITEMS, return_rate=0.0
+    )
+
+    decoding = _decoder().decode(STOCK, deltas, home_shelves=HOMES)
+
+    for product, count in decoding.charged.items():
+        assert count <= truth.get(product, 0), (truth, deltas, decoding)
+    if decoding.certain:
+        assert dict(decoding.charged) == truth
+
+
+@pytest.mark.parametrize(
+    ("products", "stock", "homes"),
+    [(PRODUCTS, STOCK, HOMES), (SAFE_PRODUCTS, SAFE_STOCK, SAFE_HOMES)],
+    ids=["sample_planogram", "safe_planogram"],
+)
+def test_review_rate_with_returns_is_low(
+    products: list[ProductWeight], stock: dict[int, dict[str, int]], homes: dict[str, list[int]]
+) -> None:
+    rng = random.Random(4)
+    decoder = ItemDecoder(products)
+    sessions = 3_000
+    certain = 0
+
+    for _ in range(sessions):
+        truth, deltas = _simulate(
+            rng, products, stock, max_per_shelf=DEFAULT_CHECKED_ITEMS, return_rate=0.05
+        )
+        decoding = decoder.decode(stock, deltas, home_shelves=homes)
+        certain += decoding.certain
+        for product, count in decoding.charged.items():
+            assert count <= truth.get(product, 0), (truth, deltas, decoding)
+        if decoding.certain:
+            assert dict(decoding.charged) == truth
+
+    assert certain / sessions >= 0.99
