@@ -1,0 +1,1 @@
+"""Placement planning: how many cabinets a school needs and where they go."""
