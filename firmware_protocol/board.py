@@ -85,10 +85,10 @@ class BoardLink:
         for frame in self.decoder.feed(data):
             self._handle_frame(frame, now)
 
-    def flush_partial(self) -> None:
+    def flush_partial(self, now: float) -> None:
         """Drop a partial frame after the inter-frame gap passed with no byte."""
         for frame in self.decoder.flush():
-            self._handle_frame(frame, None)
+            self._handle_frame(frame, now)
 
     def post_event(self, event: Event, now: float) -> bool:
         """Queue ``event`` for the host; returns False if the queue is full and it was dropped."""
@@ -125,7 +125,7 @@ class BoardLink:
         self._event_sent_at = now
         self.stats.events_sent += 1
 
-    def _handle_frame(self, frame: Frame, now: float | None) -> None:
+    def _handle_frame(self, frame: Frame, now: float) -> None:
         if frame.address not in (self.address, ADDRESS_ANY):
             self.stats.ignored_frames += 1
             return
@@ -150,7 +150,7 @@ class BoardLink:
         self._cache = _CachedReply(frame.seq, frame.type_code, frame.payload, wire)
         self._output += wire
 
-    def _execute(self, frame: Frame, now: float | None) -> Reply | None:
+    def _execute(self, frame: Frame, now: float) -> Reply | None:
         try:
             message = decode_packet(frame).message
         except MalformedPayloadError:
@@ -174,10 +174,10 @@ class BoardLink:
             return PollEventReply(len(self._events), seq, event)
         return self.handler(message)
 
-    def _acknowledge(self, seq: int, now: float | None) -> Reply:
+    def _acknowledge(self, seq: int, now: float) -> Reply:
         if self._events and self._events[0][0] == seq:
             self._events.popleft()
             self._event_sent_at = None
-            if self.push_events and self._events and now is not None:
+            if self.push_events and self._events:
                 self._push_head(now)
         return AckEventReply(seq)
