@@ -161,6 +161,9 @@ class Decoding:
     # (product, shelf) of each pack the certain explanation puts on a shelf
     # that is not its home; empty when the session goes to review.
     misplaced: tuple[tuple[str, int], ...] = field(default=())
+    # Shelf -> the explanation charged, for shelves that changed; empty when the
+    # session goes to review.
+    chosen: Mapping[int, Candidate] = field(default_factory=dict)
 
     @property
     def certain(self) -> bool:
@@ -414,13 +417,16 @@ class ItemDecoder:
             charged = self._discount_hidden_returns(charged, stock, deltas, unexplained)
 
         misplaced: list[tuple[str, int]] = []
+        chosen: dict[int, Candidate] = {}
         if best is not None:
             homes = home_shelves or {}
             for result, candidate in zip(explained, best, strict=True):
+                if candidate.counts:
+                    chosen[result.shelf] = candidate
                 for product, n in candidate.counts:
                     if n > 0 and result.shelf not in set(homes.get(product, ())):
                         misplaced.append((product, result.shelf))
-        return Decoding(charged, _unique(reasons), tuple(results), tuple(misplaced))
+        return Decoding(charged, _unique(reasons), tuple(results), tuple(misplaced), chosen)
 
     def _discount_hidden_returns(
         self,

@@ -120,6 +120,8 @@ def test_wrong_shelf_return_is_recognised() -> None:
     assert decoding.certain
     assert dict(decoding.charged) == {"tea": 1, "honey": 1}
     assert decoding.misplaced == (("tea", 4),)
+    assert decoding.chosen[0].counts == (("tea", -2),)
+    assert decoding.chosen[4].counts == (("honey", -1), ("tea", 1))
 
 
 def test_weight_from_nowhere_is_flagged_and_not_charged() -> None:

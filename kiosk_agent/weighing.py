@@ -1,0 +1,67 @@
+"""Stable-weight detection and zero tracking for the shelves' load cells.
+
+The board flags a reading stable by its own rule, but the agent decides for
+itself before it trusts a weight with money: a shelf is stable when every
+sample over the last ``STABLE_WINDOW_S`` seconds, at least
+``MIN_STABLE_SAMPLES`` of them, carries the board's stable flag and spans no
+more than ``STABLE_SPAN_MG``. Its stable weight is the mean of that window.
+
+Load cells creep by a few grams over hours. While no session runs, zero
+tracking folds each small step between consecutive stable weights of a shelf
+into a drift that is subtracted from later readings, so stock estimates do not
+wander. A step larger than ``ZERO_TRACK_STEP_MG`` is a real change (a forced
+door, a restock) and is never absorbed.
+"""
+
+from collections import deque
+from dataclasses import dataclass, field
+
+STABLE_WINDOW_S = 0.5
+MIN_STABLE_SAMPLES = 4
+STABLE_SPAN_MG = 6_000
+ZERO_TRACK_STEP_MG = 1_500
+
+
+@dataclass
+class ShelfWindow:
+    """Recent samples of one shelf: (time in s, weight in mg, board's stable flag)."""
+
+    samples: deque[tuple[float, int, bool]] = field(default_factory=deque)
+
+    def add(self, now: float, weight_mg: int, board_stable: bool) -> None:
+        self.samples.append((now, weight_mg, board_stable))
+        while self.samples and self.samples[0][0] < now - 2 * STABLE_WINDOW_S:
+            self.samples.popleft()
+
+    def stable_weight(self, now: float) -> int | None:
+        """Return the mean of the last window if the shelf is stable, else None."""
+        window = [s for s in self.samples if s[0] >= now - STABLE_WINDOW_S]
+        if len(window) < MIN_STABLE_SAMPLES or window[0][0] > now - STABLE_WINDOW_S * 0.8:
+            return None
+        if not all(stable for _, _, stable in window):
+            return None
+        weights = [weight for _, weight, _ in window]
+        if max(weights) - min(weights) > STABLE_SPAN_MG:
+            return None
+        return round(sum(weights) / len(weights))
+
+    def clear(self) -> None:
+        self.samples.clear()
+
+
+@dataclass
+class ZeroTracker:
+    """Slow drift of one shelf, learned from stable weights while it is idle."""
+
+    drift_mg: int = 0
+    last_mg: int | None = None
+
+    def update(self, stable_mg: int, *, idle: bool) -> None:
+        if self.last_mg is not None and idle:
+            step = stable_mg - self.last_mg
+            if abs(step) <= ZERO_TRACK_STEP_MG:
+                self.drift_mg += step
+        self.last_mg = stable_mg
+
+    def corrected(self, weight_mg: int) -> int:
+        return weight_mg - self.drift_mg
