@@ -141,6 +141,11 @@ class AgentSettings(BaseSettings):
     outbox_retry_base_s: float = Field(default=2.0, gt=0)
     outbox_retry_cap_s: float = Field(default=300.0, gt=0)
 
+    server_url: str = Field(
+        default="http://127.0.0.1:8000",
+        min_length=1,
+        description="fleet server address that the QR code on the screen points phones to",
+    )
     screen_host: str = Field(default="127.0.0.1", description="address the screen server binds")
     screen_port: int = Field(default=8800, ge=1, le=65535)
 

@@ -267,6 +267,8 @@ class EventType(enum.StrEnum):
     SERIAL_LINK_UP = "serial_link_up"
     DISK_FULL = "disk_full"
     BOARD_RESTARTED = "board_restarted"
+    # A pack was put back on a shelf other than its own; restock staff should move it.
+    ITEM_MISPLACED = "item_misplaced"
 
 
 class StockLine(ContractModel):

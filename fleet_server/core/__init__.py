@@ -1,0 +1,1 @@
+"""Settings, database engine and security primitives shared by the whole server."""

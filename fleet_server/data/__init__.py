@@ -1,0 +1,1 @@
+"""Package of the reference data CSV files that `fleet-server seed` loads."""

@@ -1,0 +1,1 @@
+"""Alembic migrations of the fleet server database; run them with `fleet-server migrate`."""
