@@ -1,41 +1,68 @@
 """Command-line entry point of the `kiosk-agent` program."""
 
 import argparse
+import asyncio
+import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-# Exit status of every command that is still a stub.
-NOT_IMPLEMENTED_EXIT_CODE = 2
-STUB_EPILOG = (
-    "Not implemented yet: the agent only prints a message and exits with status "
-    f"{NOT_IMPLEMENTED_EXIT_CODE}."
-)
+from kiosk_agent.config import AgentSettings, ConfigError, load_settings
+
+logger = logging.getLogger("kiosk_agent")
+
+CONFIG_ERROR_EXIT_CODE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kiosk-agent",
         description=(
-            "Run the agent on one smart cabinet: it talks to the cabinet board over the "
-            "serial protocol and reports door, weight and sale events to the fleet server."
+            "Run the agent on one smart cabinet: it drives the cabinet board over the serial "
+            "protocol, runs purchase sessions and reports sales and events to the fleet server "
+            "over MQTT."
         ),
-        epilog=STUB_EPILOG,
+        epilog=(
+            "Settings come from the TOML file and from ZHIGUI_AGENT_* environment variables, "
+            "which override the file."
+        ),
     )
     parser.add_argument(
         "--config",
         metavar="PATH",
         type=Path,
-        help="path of the agent's configuration file",
+        help="path of the agent's TOML configuration file",
     )
     return parser
 
 
+async def _run(agent_settings: AgentSettings) -> None:
+    from kiosk_agent.agent import KioskAgent
+
+    agent = KioskAgent(agent_settings)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, agent.stop)
+    await agent.run()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse the command line, run the agent and return the process exit status."""
-    build_parser().parse_args(argv)
-    print(
-        "kiosk-agent: not implemented yet; the agent is a stub in this version.",
-        file=sys.stderr,
+    """Parse the command line, run the agent until SIGINT or SIGTERM, return the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"kiosk-agent: {exc}", file=sys.stderr)
+        return CONFIG_ERROR_EXIT_CODE
+
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return NOT_IMPLEMENTED_EXIT_CODE
+    asyncio.run(_run(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
