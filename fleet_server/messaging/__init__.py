@@ -1,0 +1,1 @@
+"""The fleet server's MQTT side: publishing commands and acknowledgements to cabinets."""
