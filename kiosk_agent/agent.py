@@ -716,8 +716,9 @@ class KioskAgent:
             for reading in readings or []:
                 if reading.stable and not reading.fault:
                     self._zero(reading.shelf).update(reading.weight_mg, idle=True)
-            if self.planogram is not None and not self.stock:
-                self._estimate_stock()
+            # A session may have started while the board answered.
+            if self.planogram is not None and not self.session.busy:
+                self._estimate_stock(readings or [])
 
     # Planogram and stock.
 
@@ -754,23 +755,50 @@ class KioskAgent:
         logger.info("planogram version %d applied", command.version)
         self._refresh_screen()
 
-    def _estimate_stock(self) -> None:
-        """Estimate single-product shelves' stock from their weight where none is known."""
+    def _estimate_stock(self, readings: list[ShelfReading] | None = None) -> None:
+        """Count single-product shelves from their weight where the count is off by a pack.
+
+        Weight that changes while no session runs comes from an operator with a key (a
+        silent restock) or a forced door; the count follows the weight, and a restock
+        event tells the server. Shelves with several products keep their count, or
+        start at their capacity when none is known.
+        """
+        changed: list[StockLine] = []
+        before = _stock_json(self.stock)
         for shelf in self._shelves():
-            if self.stock.get(shelf):
-                continue
             products = self._shelf_products(shelf)
             reading = self.readings.get(shelf)
-            if len(products) == 1 and reading is not None and reading.stable:
-                product = products[0]
-                count = round(
-                    self._zero(shelf).corrected(reading.weight_mg) / product.unit_weight_mg
+            if len(products) == 1 and reading is not None and reading.stable and not reading.fault:
+                only = products[0]
+                weight = self._zero(shelf).corrected(reading.weight_mg)
+                count = max(round(weight / only.unit_weight_mg), 0)
+                known = self.stock.get(shelf, {}).get(only.product_id)
+                if known != count:
+                    self.stock[shelf] = {only.product_id: count}
+                    if known is not None:
+                        changed.append(
+                            StockLine(shelf=shelf, product_id=only.product_id, quantity=count)
+                        )
+            elif products and not self.stock.get(shelf):
+                spec = next(s for s in self._planogram().shelves if s.shelf == shelf)
+                self.stock[shelf] = {p.product_id: spec.capacity_items for p in products}
+        if _stock_json(self.stock) == before:
+            return
+        with self.outbox.transaction() as transaction:
+            transaction.put_state(STATE_STOCK, json.dumps(_stock_json(self.stock)))
+            if changed and readings is not None:
+                logger.info("stock changed outside a session: %s", changed)
+                transaction.record_event(
+                    KioskEvent(
+                        event_id=uuid.uuid4(),
+                        kiosk_id=self.kiosk_id,
+                        type=EventType.RESTOCK,
+                        at=utc_now(),
+                        detail={"silent": True},
+                        stock=changed,
+                    )
                 )
-                self.stock[shelf] = {product.product_id: max(count, 0)}
-            elif products:
-                shelf_spec = next(s for s in self._planogram().shelves if s.shelf == shelf)
-                self.stock[shelf] = {p.product_id: shelf_spec.capacity_items for p in products}
-        self._put_state(STATE_STOCK, json.dumps(_stock_json(self.stock)))
+        self._notify()
 
     def _planogram(self) -> PlanogramCommand:
         assert self.planogram is not None

@@ -60,7 +60,12 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> No
         time.sleep(0.05)
 
 
-def planogram_command(kiosk_id: str, version: int = 1) -> PlanogramCommand:
+def planogram_command(
+    kiosk_id: str,
+    version: int = 1,
+    shelves: list[tuple[str, str, int, int]] | None = None,
+) -> PlanogramCommand:
+    """Return a signed planogram with one product per shelf: (id, name, grams, price fen)."""
     now = utc_now()
     command = PlanogramCommand(
         command_id=uuid.uuid4(),
@@ -83,7 +88,7 @@ def planogram_command(kiosk_id: str, version: int = 1) -> PlanogramCommand:
                     )
                 ],
             )
-            for shelf, (product_id, name, grams, price) in enumerate(SIM_SHELVES)
+            for shelf, (product_id, name, grams, price) in enumerate(shelves or SIM_SHELVES)
         ],
     )
     return sign_command(command, KEY)
@@ -128,15 +133,24 @@ class StandInServer:
         self._client.on_message = self._on_message
         self._subscribed = threading.Event()
         self._client.on_subscribe = lambda *args: self._subscribed.set()
+        self._connected = threading.Event()
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = lambda *args: self._connected.clear()
+        self._client.reconnect_delay_set(0.2, 1)
         self._client.connect(host, port)
         self._client.loop_start()
-        topics = [
-            (kiosk_topic(kiosk_id, channel), 1)
-            for channel in (Channel.SALES, Channel.EVENTS, Channel.TELEMETRY, Channel.STATUS)
-        ]
-        self._client.subscribe(topics)
         if not self._subscribed.wait(10):
             raise AssertionError("stand-in server could not subscribe")
+
+    def _on_connect(self, client: mqtt.Client, *args: object) -> None:
+        # Subscribe on every connection, so that a restarted broker serves the stand-in again.
+        client.subscribe(
+            [
+                (kiosk_topic(self.kiosk_id, channel), 1)
+                for channel in (Channel.SALES, Channel.EVENTS, Channel.TELEMETRY, Channel.STATUS)
+            ]
+        )
+        self._connected.set()
 
     def close(self) -> None:
         self._client.loop_stop()
@@ -164,6 +178,8 @@ class StandInServer:
         self._client.publish(kiosk_topic(self.kiosk_id, Channel.ACKS), encode_payload(ack), qos=1)
 
     def send(self, command: UnlockCommand | PlanogramCommand) -> None:
+        if not self._connected.wait(30):
+            raise AssertionError("stand-in server is not connected to the broker")
         info = self._client.publish(
             kiosk_topic(self.kiosk_id, Channel.COMMANDS), encode_payload(command), qos=1
         )
