@@ -1,8 +1,8 @@
 """Item decoding: from shelf weight changes to counts of products taken.
 
 Model. One pack of product p weighs its label weight ``w_p`` give or take at
-most its tolerance ``t_p``, spread evenly over that range (standard deviation
-``t_p / sqrt(3)``), and the error of a weight change has a standard
+most its tolerance ``t_p``, which is three standard deviations of the pack
+weight (``PACK_SIGMAS_PER_TOLERANCE``), and the error of a weight change has a standard
 deviation of a third of ``noise_band_mg``. Taking ``n_p`` packs of each product from a shelf changes
 its reading by ``-sum(n_p * w_p)``. The packs' deviations and the noise add in
 quadrature, so each candidate explanation has a standard deviation; the packs'
@@ -61,6 +61,10 @@ RETURN_CHECKED_ITEMS = 2
 # RETURN_MAX_TAKES of them together with a pack put back on it.
 MAX_DECODE_ITEMS = 12
 RETURN_MAX_TAKES = 4
+# A pack's tolerance spans this many standard deviations of its weight: filling
+# lines spread packs roughly normally, and a tolerance is usually the bound that
+# about 99.7 % of packs keep.
+PACK_SIGMAS_PER_TOLERANCE = 3.0
 # Standard deviations within which a candidate explains a change.
 Z_DECODE = 4.0
 # Candidates within this many standard deviations are scored against each
@@ -70,7 +74,7 @@ Z_WINDOW = 6.0
 # Standard deviations by which the check keeps candidates apart on each side.
 Z_CHECK = 4.5
 # Prior odds that a visit puts a pack back on a shelf, per pack put back.
-RETURN_PRIOR = 0.01
+RETURN_PRIOR = 0.02
 # The best combination must be this many times as likely as any that charges
 # differently; combinations below best / PLAUSIBLE_ODDS are disregarded.
 MIN_ODDS = 20.0
@@ -111,6 +115,8 @@ class Candidate:
     sigma_mg: float
     pack_bound_mg: int
     noise_sigma_mg: float
+    # A product of which one pack was taken and another put back in its place.
+    swapped: str | None = None
 
     def half_width(self, z: float) -> float:
         return min(z * self.sigma_mg, self.pack_bound_mg + z * self.noise_sigma_mg)
@@ -126,7 +132,7 @@ class Candidate:
 
     @property
     def returns(self) -> int:
-        return sum(n for _, n in self.counts if n > 0)
+        return sum(n for _, n in self.counts if n > 0) + (1 if self.swapped else 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,15 +177,25 @@ class Decoding:
 
 
 def _candidate(
-    counts: Iterable[tuple[str, int]], weights: Mapping[str, ProductWeight], noise_band_mg: int
+    counts: Iterable[tuple[str, int]],
+    weights: Mapping[str, ProductWeight],
+    noise_band_mg: int,
+    swapped: str | None = None,
 ) -> Candidate:
+    """Build a candidate; ``swapped`` names a product of which one pack was taken and
+    another put back, which leaves the count but adds two packs' deviations."""
     kept = tuple(sorted((p, n) for p, n in counts if n))
+    moved = {p: abs(n) for p, n in kept}
+    if swapped is not None:
+        moved[swapped] = moved.get(swapped, 0) + 2
     mean = sum(n * weights[p].unit_weight_mg for p, n in kept)
-    variance = sum(abs(n) * weights[p].tolerance_mg ** 2 / 3 for p, n in kept)
+    variance = sum(
+        m * (weights[p].tolerance_mg / PACK_SIGMAS_PER_TOLERANCE) ** 2 for p, m in moved.items()
+    )
     noise_sigma = noise_band_mg / 3
     sigma = math.sqrt(variance + noise_sigma**2)
-    pack_bound = sum(abs(n) * weights[p].tolerance_mg for p, n in kept)
-    return Candidate(kept, mean, sigma, pack_bound, noise_sigma)
+    pack_bound = sum(m * weights[p].tolerance_mg for p, m in moved.items())
+    return Candidate(kept, mean, sigma, pack_bound, noise_sigma, swapped)
 
 
 def _take_combinations(
@@ -305,27 +321,32 @@ class ItemDecoder:
 
         # Either nothing is put on the shelf, or one pack of any product is.
         returns: list[ProductWeight | None] = [None, *self.weights.values()]
-        found: dict[tuple[tuple[str, int], ...], Candidate] = {}
+        found: dict[tuple[tuple[tuple[str, int], ...], str | None], Candidate] = {}
         for returned in returns:
             offset = returned.unit_weight_mg if returned else 0
-            # A returned pack widens the half-width at Z_WINDOW by at most
-            # Z_WINDOW / sqrt(3) times its tolerance.
-            slack = math.ceil(Z_WINDOW / math.sqrt(3) * returned.tolerance_mg) if returned else 0
+            # A returned pack widens the half-width at Z_WINDOW by at most this much.
+            widening = max(Z_WINDOW / PACK_SIGMAS_PER_TOLERANCE, 1.0)
+            slack = math.ceil(widening * returned.tolerance_mg) if returned else 0
             target = delta_mg - offset
             reach = widest + slack + 1
             start = bisect.bisect_left(means, target - reach)
             end = bisect.bisect_right(means, target + reach)
             for take in takes[start:end]:
                 counts = dict(take.counts)
+                swapped = None
                 if returned is not None:
                     if -sum(counts.values()) > RETURN_MAX_TAKES:
                         continue
                     if counts.get(returned.product_id, 0) < 0:
-                        continue  # taking and returning the same product is a smaller take
-                    counts[returned.product_id] = 1
-                candidate = _candidate(counts.items(), self.weights, self.noise_band_mg)
+                        # A pack of a product taken here put back here: the count
+                        # drops by one, but two more packs' deviations count.
+                        swapped = returned.product_id
+                        counts[swapped] += 1
+                    else:
+                        counts[returned.product_id] = 1
+                candidate = _candidate(counts.items(), self.weights, self.noise_band_mg, swapped)
                 if candidate.distance(delta_mg, Z_WINDOW) <= 1:
-                    found[candidate.counts] = candidate
+                    found[(candidate.counts, swapped)] = candidate
         return sorted(found.values(), key=lambda c: c.distance(delta_mg))
 
     def decode(

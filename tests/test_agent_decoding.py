@@ -68,7 +68,7 @@ def test_check_rejects_identical_weights() -> None:
 
 def test_check_depends_on_item_limit() -> None:
     small = ProductWeight("small", 100_000, 5_000)
-    large = ProductWeight("large", 350_000, 10_000)
+    large = ProductWeight("large", 300_000, 10_000)
 
     assert check_shelf(0, [small, large], max_items=2) == []
     assert check_shelf(0, [small, large], max_items=4)
@@ -194,7 +194,6 @@ def _simulate(
     *,
     max_per_shelf: int,
     return_rate: float,
-    spread: float = 0.05,
 ) -> tuple[dict[str, int], dict[int, int]]:
     """Return (truth, deltas) of one random visit with packs within their tolerance."""
     weights = {p.product_id: p for p in products}
@@ -207,7 +206,9 @@ def _simulate(
         if per_shelf[shelf] >= max_per_shelf:
             continue
         product = rng.choice(list(stock[shelf]))
-        actual = round(weights[product].unit_weight_mg * (1 + rng.uniform(-spread, spread)))
+        # Packs spread normally with the tolerance at three standard deviations, cut there.
+        deviation = max(-3.0, min(3.0, rng.gauss(0, 1))) * weights[product].tolerance_mg / 3
+        actual = round(weights[product].unit_weight_mg + deviation)
         deltas[shelf] -= actual
         per_shelf[shelf] += 1
         truth[product] = truth.get(product, 0) + 1
@@ -269,12 +270,19 @@ def test_plain_takes_never_overcharge(seed: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("products", "stock", "homes"),
-    [(PRODUCTS, STOCK, HOMES), (SAFE_PRODUCTS, SAFE_STOCK, SAFE_HOMES)],
+    ("products", "stock", "homes", "least_certain"),
+    [
+        # Two crisps weigh exactly one pack of shoots, so returns there go to review.
+        (PRODUCTS, STOCK, HOMES, 0.97),
+        (SAFE_PRODUCTS, SAFE_STOCK, SAFE_HOMES, 0.995),
+    ],
     ids=["sample_planogram", "safe_planogram"],
 )
 def test_review_rate_with_returns_is_low(
-    products: list[ProductWeight], stock: dict[int, dict[str, int]], homes: dict[str, list[int]]
+    products: list[ProductWeight],
+    stock: dict[int, dict[str, int]],
+    homes: dict[str, list[int]],
+    least_certain: float,
 ) -> None:
     rng = random.Random(4)
     decoder = ItemDecoder(products)
@@ -292,4 +300,4 @@ def test_review_rate_with_returns_is_low(
         if decoding.certain:
             assert dict(decoding.charged) == truth
 
-    assert certain / sessions >= 0.99
+    assert certain / sessions >= least_certain

@@ -1,0 +1,267 @@
+"""Item decoding over many simulated sessions: wrong charges and the share settled without review.
+
+Run from the repository root:
+
+    .venv/bin/python bench/bench_decoding.py --sessions 10000
+
+Each session runs on the simulator's own physical models, on a manual clock
+and in this process: packs whose real weights spread around their label
+weight, ADC noise, creep, the swing of a shelf after a hand leaves it, and
+virtual students who sometimes put a pack back, sometimes on the wrong shelf.
+The agent's weighing takes the stable weights before and after the visit, its
+decoder turns the changes into products, and the result is compared with the
+simulator's ground truth. A wrong charge is any product charged more often
+than it was kept, or a certain session whose charge differs from the truth.
+"""
+
+import argparse
+import multiprocessing
+import platform
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from firmware_protocol.link import HostLink, LinkTiming
+from firmware_protocol.messages import Unlock
+from kiosk_agent.decoding import (
+    DEFAULT_CHECKED_ITEMS,
+    ItemDecoder,
+    ProductWeight,
+    check_planogram,
+    check_returns,
+)
+from kiosk_agent.weighing import ShelfWindow
+from simulator.cabinet import Cabinet
+from simulator.clock import ManualClock
+from simulator.config import CabinetConfig, Product, ScaleSettings, ShelfSpec, Stock
+from simulator.students import StudentBehaviour, visit
+
+# Relative standard deviation of a pack's weight; the simulator cuts the
+# spread at three standard deviations, so every pack is within 10 % of its label.
+SPREAD = 0.033
+TOLERANCE = 0.10
+PRODUCTS = (
+    Product("jinzhai-green-tea-250g", "金寨绿茶 250 g", 250.0),
+    Product("dangshan-pear-crisps-80g", "砀山梨片 80 g", 80.0),
+    Product("yuexi-bamboo-shoots-200g", "岳西笋干 200 g", 200.0),
+    Product("huangshan-sesame-cake-150g", "黄山烧饼 150 g", 150.0),
+)
+STOCK = 30
+# An operator's round, about once a day for a busy cabinet: misplaced packs go
+# home and every shelf is filled up again.
+RESTOCK_EVERY = 40
+# The agent reports each pack it sees put on a wrong shelf; the operator on duty
+# moves it home within this many visits of the alert.
+MISPLACED_FIX_AFTER = 10
+SAMPLE_S = 0.1
+SETTLE_LIMIT_S = 15.0
+
+
+@dataclass
+class Tally:
+    sessions: int = 0
+    certain: int = 0
+    wrong_charges: int = 0
+    returns: int = 0
+    wrong_shelf_returns: int = 0
+    kept_packs: int = 0
+    charged_packs: int = 0
+    review_reasons: Counter[str] | None = None
+
+    def add(self, other: "Tally") -> None:
+        for name in (
+            "sessions",
+            "certain",
+            "wrong_charges",
+            "returns",
+            "wrong_shelf_returns",
+            "kept_packs",
+            "charged_packs",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.review_reasons = (self.review_reasons or Counter()) + (
+            other.review_reasons or Counter()
+        )
+
+
+def _config(seed: int) -> CabinetConfig:
+    shelves = tuple(
+        ShelfSpec(door=index * 2 // len(PRODUCTS), stock=(Stock(product, STOCK),))
+        for index, product in enumerate(PRODUCTS)
+    )
+    return CabinetConfig(
+        doors=2,
+        shelves=len(PRODUCTS),
+        seed=seed,
+        unit_weight_spread=SPREAD,
+        scale=ScaleSettings(settle_s=1.0),
+        shelf_specs=shelves,
+    )
+
+
+def _weights() -> list[ProductWeight]:
+    return [
+        ProductWeight(
+            p.product_id, round(p.unit_weight_g * 1000), round(p.unit_weight_g * 1000 * TOLERANCE)
+        )
+        for p in PRODUCTS
+    ]
+
+
+class Rig:
+    """A cabinet on a manual clock with a host link in the same thread."""
+
+    def __init__(self, seed: int) -> None:
+        self.clock = ManualClock(1000.0)
+        self.cabinet = Cabinet(_config(seed), self.clock)
+        self.host = HostLink(timing=LinkTiming(self.cabinet.config.baud))
+        self.cabinet.start()
+        self.exchange()
+
+    def exchange(self) -> None:
+        board = self.cabinet.board
+        for _ in range(100):
+            now = self.clock.now()
+            to_board = self.host.data_to_send()
+            if to_board:
+                board.receive(to_board, now)
+            board.update(now)
+            to_host = board.data_to_send()
+            if to_host:
+                self.host.receive(to_host, now)
+            self.host.poll(now)
+            if not to_board and not to_host:
+                return
+
+    def unlock(self, door: int, token: int) -> None:
+        self.host.submit(Unlock(door, 500, token), self.clock.now())
+        self.exchange()
+
+    def stable_weights(self) -> dict[int, int]:
+        windows = {shelf: ShelfWindow() for shelf in range(len(PRODUCTS))}
+        deadline = self.clock.now() + SETTLE_LIMIT_S
+        while True:
+            self.clock.advance(SAMPLE_S)
+            now = self.clock.now()
+            with self.cabinet.lock:
+                self.cabinet.board.update(now)
+                readings = [channel.reading() for channel in self.cabinet.board.channels]
+            stable = {}
+            for shelf, reading in enumerate(readings):
+                windows[shelf].add(now, reading.weight_mg, bool(reading.status & 1))
+                weight = windows[shelf].stable_weight(now)
+                if weight is not None:
+                    stable[shelf] = weight
+            if len(stable) == len(PRODUCTS) or now > deadline:
+                return stable
+
+
+def _stock_on_shelves(cabinet: Cabinet) -> dict[int, dict[str, int]]:
+    """Return what lies on each shelf, misplaced packs included, as the agent tracks it."""
+    with cabinet.lock:
+        return {
+            shelf: dict(Counter(item.product_id for item in cell.items))
+            for shelf, cell in enumerate(cabinet.board.cells)
+        }
+
+
+def _restock(cabinet: Cabinet) -> None:
+    for shelf, product in enumerate(PRODUCTS):
+        for other in PRODUCTS:
+            if other is not product:
+                cabinet.set_stock(shelf, other.product_id, 0)
+        cabinet.set_stock(shelf, product.product_id, STOCK)
+
+
+def run(seed: int, sessions: int, fix_after: int = MISPLACED_FIX_AFTER) -> Tally:
+    rng = random.Random(seed)
+    rig = Rig(seed)
+    decoder = ItemDecoder(_weights())
+    homes = {p.product_id: [shelf] for shelf, p in enumerate(PRODUCTS)}
+    stock = {shelf: {p.product_id: STOCK} for shelf, p in enumerate(PRODUCTS)}
+    behaviour = StudentBehaviour(pause_s=(0.2, 1.0), leave_open_p=0.02, leave_open_s=(2.0, 6.0))
+    tally = Tally(review_reasons=Counter())
+    fix_at: list[int] = []
+
+    for number in range(sessions):
+        # An idle spell between students lets creep build up.
+        rig.clock.advance(rng.uniform(30.0, 600.0))
+        before = rig.stable_weights()
+        door = rng.randrange(2)
+        rig.unlock(door, token=number + 1)
+        result = visit(rig.cabinet, door, f"student-{number}", rng, behaviour)
+        after = rig.stable_weights()
+
+        deltas = {shelf: after[shelf] - before[shelf] for shelf in before if shelf in after}
+        decoding = decoder.decode(stock, deltas, home_shelves=homes)
+        truth = Counter(item.product_id for item in result.kept)
+        charged = Counter(dict(decoding.charged))
+
+        tally.sessions += 1
+        tally.certain += decoding.certain
+        tally.returns += len(result.returned)
+        tally.wrong_shelf_returns += sum(
+            1 for entry in result.returned if homes[entry.item.product_id][0] != entry.shelf
+        )
+        tally.kept_packs += sum(truth.values())
+        tally.charged_packs += sum(charged.values())
+        overcharged = any(charged[p] > truth[p] for p in charged)
+        if overcharged or (decoding.certain and charged != truth):
+            tally.wrong_charges += 1
+        assert tally.review_reasons is not None
+        tally.review_reasons.update(reason.value for reason in decoding.review_reasons)
+
+        if decoding.misplaced:
+            fix_at.append(number + fix_after)
+        if (number + 1) % RESTOCK_EVERY == 0 or (fix_at and fix_at[0] <= number):
+            _restock(rig.cabinet)
+            fix_at.clear()
+        stock = _stock_on_shelves(rig.cabinet)
+    return tally
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", type=int, default=10_000, help="sessions in total")
+    parser.add_argument("--workers", type=int, default=2, help="processes sharing the sessions")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the first worker")
+    parser.add_argument(
+        "--fix-after",
+        type=int,
+        default=MISPLACED_FIX_AFTER,
+        help="visits after a misplaced-pack report until the operator moves the pack home",
+    )
+    args = parser.parse_args()
+
+    shelves = {shelf: [weight] for shelf, weight in enumerate(_weights())}
+    conflicts = check_planogram(shelves, max_items=DEFAULT_CHECKED_ITEMS)
+    assert not conflicts, [c.describe() for c in conflicts]
+    warnings = check_returns(shelves)
+
+    share = [args.sessions // args.workers] * args.workers
+    share[0] += args.sessions - sum(share)
+    started = time.perf_counter()
+    with multiprocessing.Pool(args.workers) as pool:
+        parts = pool.starmap(run, [(args.seed + i, n, args.fix_after) for i, n in enumerate(share)])
+    elapsed = time.perf_counter() - started
+    total = Tally(review_reasons=Counter())
+    for part in parts:
+        total.add(part)
+
+    print(f"python {platform.python_version()} on {platform.machine()}, {args.workers} workers")
+    print(f"planogram: {len(PRODUCTS)} shelves, tolerance {TOLERANCE:.0%}, spread sd {SPREAD:.1%}")
+    print(f"  passes the shelf check up to {DEFAULT_CHECKED_ITEMS} packs")
+    print(f"  return coincidences listed by check_returns: {len(warnings)}")
+    print(f"  operator round every {RESTOCK_EVERY} sessions, and {args.fix_after}")
+    print("  sessions after the agent reports a misplaced pack")
+    print(f"sessions: {total.sessions} in {elapsed:.0f} s")
+    print(f"packs kept: {total.kept_packs}, charged: {total.charged_packs}")
+    print(f"returns: {total.returns}, of them on a wrong shelf: {total.wrong_shelf_returns}")
+    print(f"wrong charges: {total.wrong_charges}")
+    print(f"settled without review: {total.certain} ({total.certain / total.sessions:.2%})")
+    print(f"review reasons: {dict(total.review_reasons or {})}")
+
+
+if __name__ == "__main__":
+    main()
