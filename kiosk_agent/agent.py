@@ -89,6 +89,13 @@ WEIGHT_POLL_S = 0.1
 BASELINE_TIMEOUT_S = 5.0
 # Sampling period of doors and shelves while no session runs.
 IDLE_POLL_S = 2.0
+# After a restart or a late-confirmed unlock, the board's queued door events
+# arrive within this time; without them the weights decide.
+RECOVERY_GRACE_S = 2.0
+# Largest change of a shelf's weight that counts as untouched.
+UNTOUCHED_BAND_MG = 3_000
+# Line noise (bytes the serial decoder discarded) is logged at most this often.
+NOISE_REPORT_S = 60.0
 
 STATE_SESSION = "session"
 STATE_PLANOGRAM = "planogram"
@@ -134,7 +141,11 @@ class KioskAgent:
         self._inputs: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._stop = asyncio.Event()
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._recovered = False
+        self._command_arrived = 0.0
+        # Shelf windows kept warm while idle, so a session starts from a ready baseline.
+        self._idle_windows: dict[int, ShelfWindow] = {}
+        self._noise_reported_at = -NOISE_REPORT_S
+        self._noise_reported_bytes = 0
         self.driver: SerialDriver | None = None
         self.mqtt: MqttLink | None = None
 
@@ -153,7 +164,9 @@ class KioskAgent:
         self.mqtt = MqttLink(
             LinkOptions.from_settings(self.settings, agent_version=self.agent_version),
             outbox=self.outbox,
-            on_command=lambda command: self._inputs.put_nowait(("command", command)),
+            on_command=lambda command: self._inputs.put_nowait(
+                ("command", (command, time.monotonic()))
+            ),
             telemetry_source=self.telemetry,
         )
         self.screen.start(self.settings.screen_host, self.settings.screen_port)
@@ -201,7 +214,8 @@ class KioskAgent:
 
     # Commands from the server.
 
-    async def _handle_command(self, command: Command) -> None:
+    async def _handle_command(self, arrival: tuple[Command, float]) -> None:
+        command, self._command_arrived = arrival
         try:
             verify_command(
                 command,
@@ -265,7 +279,7 @@ class KioskAgent:
         self._save_session()
         self._refresh_screen()
 
-        baseline = await self._stable_weights(BASELINE_TIMEOUT_S)
+        baseline = self._warm_baseline() or await self._stable_weights(BASELINE_TIMEOUT_S)
         if baseline is None or set(baseline) != set(self._shelves()):
             logger.warning("session %s: shelves did not settle before unlock", session.session_id)
             session.apply(E.UNLOCK_FAILED)
@@ -286,6 +300,16 @@ class KioskAgent:
         confirmed = isinstance(outcome, ReplyReceived) or (
             isinstance(outcome, UnlockVerified) and outcome.executed
         )
+        unknown = isinstance(outcome, TimedOut | Aborted)
+        if unknown:
+            # The lock may have pulsed. The session stays authorized, and once the board
+            # answers again, its last unlock token tells whether it did.
+            logger.warning(
+                "session %s: unlock outcome unknown (%s); verifying when the board answers",
+                session.session_id,
+                _describe_failure(outcome),
+            )
+            return
         if not confirmed:
             reason = _describe_failure(outcome)
             logger.warning("session %s: unlock failed: %s", session.session_id, reason)
@@ -294,9 +318,11 @@ class KioskAgent:
             return
 
         logger.info(
-            "session %s: door %d unlocked in %.0f ms",
+            "session %s: door %d unlocked; lock pulse %.0f ms after the command arrived "
+            "(serial round trip %.0f ms)",
             session.session_id,
             session.door,
+            (time.monotonic() - self._command_arrived) * 1000,
             (time.monotonic() - started) * 1000,
         )
         session.unlocked_at = utc_now()
@@ -566,9 +592,7 @@ class KioskAgent:
         if status.up and not was_up:
             logger.info("serial link to cabinet %s board is up", self.kiosk_id)
             self._record_event(EventType.SERIAL_LINK_UP, detail={})
-            if not self._recovered:
-                self._recovered = True
-                await self._recover()
+            await self._recover()
         elif was_up and not status.up:
             logger.warning(
                 "serial link to cabinet %s board is down: %s", self.kiosk_id, status.error
@@ -585,6 +609,22 @@ class KioskAgent:
                 session.opened_at = utc_now()
                 session.apply(E.DOOR_OPENED)
                 self._save_session()
+                self._start_timer("left_open", self.settings.left_open_alarm_s)
+                return
+            now = await self._stable_weights(self.settings.settle_timeout_s) or {}
+            touched = [
+                shelf
+                for shelf, before in session.baseline_mg.items()
+                if shelf not in now or abs(now[shelf] - before) > UNTOUCHED_BAND_MG
+            ]
+            if touched:
+                # The door opened and closed while its events were lost: settle by weight.
+                logger.warning(
+                    "session %s: no door events, but shelves %s changed; settling",
+                    session.session_id,
+                    touched,
+                )
+                await self._door_closed()
                 return
             logger.info("session %s: door not opened in time", session.session_id)
             session.apply(E.OPEN_TIMEOUT)
@@ -610,24 +650,31 @@ class KioskAgent:
         )
         if session.state is S.AUTHORIZED:
             status = await self._door_status(session.door)
-            if session.unlock_token and status and status.last_token == session.unlock_token:
+            if status is None:
+                logger.warning(
+                    "session %s: door state unreadable; retrying later", session.session_id
+                )
+                return
+            if session.unlock_token and status.last_token == session.unlock_token:
                 session.unlocked_at = session.unlocked_at or utc_now()
                 session.apply(E.UNLOCK_CONFIRMED)
                 self._save_session()
+                self._report_state("unlocked")
+                self._start_timer("open_timeout", self.settings.open_timeout_s)
             else:
                 session.apply(E.UNLOCK_FAILED)
                 self._finish(SaleOutcome.CANCELLED)
                 return
-        if session.state in (S.UNLOCKED, S.DOOR_OPEN):
-            position = await self._door_position(session.door)
-            if position is DoorPosition.OPEN:
-                if session.state is S.UNLOCKED:
-                    session.opened_at = utc_now()
-                    session.apply(E.DOOR_OPENED)
-                    self._save_session()
-                self._refresh_screen()
-                return
-            await self._door_closed()
+        if session.state is S.UNLOCKED:
+            # The board may still hold DoorOpened and DoorClosed events for this
+            # session; let them arrive before the weights decide.
+            self._start_timer("open_timeout", RECOVERY_GRACE_S)
+            self._refresh_screen()
+            return
+        if session.state is S.DOOR_OPEN:
+            if await self._door_position(session.door) is not DoorPosition.OPEN:
+                await self._door_closed()
+            self._refresh_screen()
             return
         if session.state is S.SETTLING:
             await self._settle()
@@ -703,22 +750,68 @@ class KioskAgent:
         return status.position if status else None
 
     async def _poll_idle(self) -> None:
-        """Keep doors, weights and zero tracking fresh while no session runs."""
+        """Keep weights, doors and zero tracking fresh while no session runs."""
+        last_doors = 0.0
         while True:
-            await asyncio.sleep(IDLE_POLL_S)
+            await asyncio.sleep(WEIGHT_POLL_S)
             if not self.link.up or self.session.busy:
+                self._idle_windows.clear()
                 continue
-            outcome = await self._driver().request(GetDoorState(ALL_DOORS))
-            if isinstance(outcome, ReplyReceived) and isinstance(outcome.reply, DoorStateReply):
-                for status in outcome.reply.doors:
-                    self.doors[status.door] = status
+            now = time.monotonic()
+            self._report_line_noise(now)
+            if now - last_doors >= IDLE_POLL_S:
+                last_doors = now
+                outcome = await self._driver().request(GetDoorState(ALL_DOORS))
+                if isinstance(outcome, ReplyReceived) and isinstance(outcome.reply, DoorStateReply):
+                    for status in outcome.reply.doors:
+                        self.doors[status.door] = status
             readings = await self._read_weights()
-            for reading in readings or []:
-                if reading.stable and not reading.fault:
-                    self._zero(reading.shelf).update(reading.weight_mg, idle=True)
             # A session may have started while the board answered.
-            if self.planogram is not None and not self.session.busy:
-                self._estimate_stock(readings or [])
+            if readings is None or self.session.busy:
+                continue
+            now = time.monotonic()
+            for reading in readings:
+                window = self._idle_windows.setdefault(reading.shelf, ShelfWindow())
+                if reading.fault:
+                    window.clear()
+                    continue
+                window.add(now, reading.weight_mg, reading.stable)
+            if now - last_doors < WEIGHT_POLL_S * 1.5:
+                for reading in readings:
+                    if reading.stable and not reading.fault:
+                        self._zero(reading.shelf).update(reading.weight_mg, idle=True)
+                if self.planogram is not None:
+                    self._estimate_stock(readings)
+
+    def _report_line_noise(self, now: float) -> None:
+        stats = self._driver().decoder_stats
+        if stats.bytes_discarded <= self._noise_reported_bytes and stats.bytes_discarded > 0:
+            return
+        if now - self._noise_reported_at < NOISE_REPORT_S:
+            return
+        if stats.bytes_discarded > self._noise_reported_bytes:
+            logger.warning(
+                "serial line of cabinet %s is noisy: %d bytes discarded, %d header and %d CRC "
+                "errors since the port opened; check the cable and its shielding",
+                self.kiosk_id,
+                stats.bytes_discarded,
+                stats.header_errors,
+                stats.crc_errors,
+            )
+            self._noise_reported_at = now
+        self._noise_reported_bytes = stats.bytes_discarded
+
+    def _warm_baseline(self) -> dict[int, int] | None:
+        """Return every shelf's stable weight from the idle windows, if all are stable now."""
+        now = time.monotonic()
+        baseline = {}
+        for shelf in self._shelves():
+            window = self._idle_windows.get(shelf)
+            weight = window.stable_weight(now) if window else None
+            if weight is None or shelf in self.scale_faults:
+                return None
+            baseline[shelf] = weight
+        return baseline or None
 
     # Planogram and stock.
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import serial
 
+from firmware_protocol.decoder import DecoderStats
 from firmware_protocol.frame import PROTOCOL_VERSION
 from firmware_protocol.link import (
     Aborted,
@@ -91,6 +92,8 @@ class SerialDriver:
         self._rng = random.Random()
         self._hello_id = -1
         self._next_hello_at = 0.0
+        # Line counters of the port's current link; replaced when the port reopens.
+        self.decoder_stats = DecoderStats()
 
     def start(self) -> None:
         self._thread.start()
@@ -136,6 +139,7 @@ class SerialDriver:
 
     def _serve(self, port: serial.Serial) -> None:
         link = HostLink(address=self.address, timing=self.timing)
+        self.decoder_stats = link.decoder.stats
         futures: dict[int, asyncio.Future[Outcome]] = {}
         self._hello_id = -1
         self._next_hello_at = time.monotonic()

@@ -143,6 +143,15 @@ def _add_cabinet_parser(commands: "argparse._SubParsersAction[argparse.ArgumentP
         metavar="PATH",
         help="path of the control socket (default: control.sock in a new temporary directory)",
     )
+    parser.add_argument(
+        "--tty-link",
+        type=Path,
+        metavar="PATH",
+        help=(
+            "keep a symlink at PATH pointing to the board's tty, re-pointed when the line is "
+            "unplugged and plugged in again, as udev's /dev/serial/by-id links are"
+        ),
+    )
 
     parser.add_argument(
         "--log-level",
@@ -197,6 +206,7 @@ def build_scenario(args: argparse.Namespace) -> Scenario:
 def _announce(runner: BoardRunner, socket_path: Path, config: CabinetConfig) -> None:
     announcement = {
         "tty": runner.tty_path,
+        "tty_link": str(runner.tty_link) if runner.tty_link else None,
         "control": str(socket_path),
         "pid": os.getpid(),
         "baud": config.baud,
@@ -254,8 +264,9 @@ def run_cabinet(args: argparse.Namespace) -> int:
     else:
         socket_dir = tempfile.mkdtemp(prefix="kiosk-sim-")
         socket_path = Path(socket_dir) / CONTROL_SOCKET_NAME
+    runner = BoardRunner(cabinet, tty_link=args.tty_link)
     try:
-        control = ControlServer(cabinet, socket_path)
+        control = ControlServer(cabinet, socket_path, runner)
     except OSError as error:
         print(
             f"kiosk-sim cabinet: cannot create control socket {socket_path}: {error}",
@@ -265,7 +276,6 @@ def run_cabinet(args: argparse.Namespace) -> int:
             os.rmdir(socket_dir)
         return 1
 
-    runner = BoardRunner(cabinet)
     scenario_runner = ScenarioRunner(cabinet, scenario.actions, cabinet.board.start_time)
     # The handlers are installed before the announcement, because a parent may send
     # SIGTERM as soon as it has read the tty path.

@@ -35,7 +35,7 @@ import socketserver
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from simulator.cabinet import Cabinet
 from simulator.config import Product
@@ -64,6 +64,8 @@ COMMAND_NAMES = (
     "clear_fault",
     "ground_truth",
     "student_visit",
+    "unplug",
+    "inject_garbage",
 )
 # A request line longer than this is rejected, so a client cannot make the server buffer
 # without limit.
@@ -134,11 +136,20 @@ def _items(items: list[Any]) -> list[dict[str, Any]]:
     return [{"product": item.product_id, "weight_mg": item.weight_mg} for item in items]
 
 
+class SerialLine(Protocol):
+    """The serial line of a running board, which the control socket can disturb."""
+
+    def unplug(self, down_s: float) -> None: ...
+
+    def inject(self, data: bytes) -> None: ...
+
+
 class CommandHandler:
     """Executes control requests on a cabinet; usable without the socket."""
 
-    def __init__(self, cabinet: Cabinet) -> None:
+    def __init__(self, cabinet: Cabinet, line: SerialLine | None = None) -> None:
         self.cabinet = cabinet
+        self.line = line
         self._commands: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "ping": lambda request: {},
             "status": lambda request: self.cabinet.status(),
@@ -157,6 +168,8 @@ class CommandHandler:
             "clear_fault": self._fault,
             "ground_truth": self._ground_truth,
             "student_visit": self._student_visit,
+            "unplug": self._unplug,
+            "inject_garbage": self._inject_garbage,
         }
         assert tuple(self._commands) == COMMAND_NAMES
 
@@ -271,6 +284,23 @@ class CommandHandler:
             "records": [record.to_dict() for record in self.cabinet.ground_truth.records(since)]
         }
 
+    def _serial_line(self) -> SerialLine:
+        if self.line is None:
+            raise ControlError("this cabinet has no serial line to disturb")
+        return self.line
+
+    def _unplug(self, request: dict[str, Any]) -> dict[str, Any]:
+        self._serial_line().unplug(_float(request, "down_s", 2.0))
+        return {}
+
+    def _inject_garbage(self, request: dict[str, Any]) -> dict[str, Any]:
+        count = _int(request, "bytes", 1024)
+        if not 0 < count <= 10_000_000:
+            raise ControlError(f"bytes {count} must be in 1..10000000")
+        noise = random.Random(_int(request, "seed", 0)).randbytes(count)
+        self._serial_line().inject(noise)
+        return {"bytes": count}
+
     def _student_visit(self, request: dict[str, Any]) -> dict[str, Any]:
         door = _int(request, "door")
         actor = _actor(request)
@@ -347,9 +377,9 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 class ControlServer:
     """Serves ``CommandHandler`` on a Unix domain socket at ``path`` in a background thread."""
 
-    def __init__(self, cabinet: Cabinet, path: Path) -> None:
+    def __init__(self, cabinet: Cabinet, path: Path, line: SerialLine | None = None) -> None:
         self.path = path
-        self._server = _Server(str(path), CommandHandler(cabinet))
+        self._server = _Server(str(path), CommandHandler(cabinet, line))
         os.chmod(path, 0o600)
         self._thread = threading.Thread(
             target=self._server.serve_forever,

@@ -22,6 +22,7 @@ import threading
 import tty
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 from firmware_protocol.frame import wire_time_s
 from firmware_protocol.link import LinkTiming
@@ -86,9 +87,15 @@ class BoardRunner:
     sleeps in ``poll``.
     """
 
-    def __init__(self, cabinet: Cabinet, port: PtyPort | None = None) -> None:
+    def __init__(
+        self, cabinet: Cabinet, port: PtyPort | None = None, *, tty_link: Path | None = None
+    ) -> None:
         self.cabinet = cabinet
         self.port = port or PtyPort()
+        # A stable path to the tty, re-pointed after a replug as udev does for a USB adapter.
+        self.tty_link = tty_link
+        self._unplug_for_s: float | None = None
+        self._injected: deque[bytes] = deque()
         self.stats = LineStats()
         baud = cabinet.config.baud
         self._byte_s = wire_time_s(1, baud)
@@ -119,6 +126,7 @@ class BoardRunner:
 
     def start(self) -> None:
         """Start the I/O thread and the board, which posts BoardStarted."""
+        self._point_link()
         self._thread.start()
         self.cabinet.start()
         logger.info("board serial line on %s at %d baud", self.port.path, self.cabinet.config.baud)
@@ -137,6 +145,40 @@ class BoardRunner:
             os.close(fd)
         logger.info("board serial line on %s stopped", self.port.path)
 
+    def unplug(self, down_s: float) -> None:
+        """Pull the cable: close the tty now and offer a new one after ``down_s`` seconds.
+
+        The board keeps running and queues its events meanwhile, as a board does
+        when its USB adapter is pulled; only the serial line goes away.
+        """
+        if down_s < 0:
+            raise ValueError(f"down time {down_s} s must not be negative")
+        self._unplug_for_s = down_s
+        self.wake()
+
+    def inject(self, data: bytes) -> None:
+        """Send ``data`` to the host as line noise, outside any frame."""
+        self._injected.append(data)
+        self.wake()
+
+    def _point_link(self) -> None:
+        if self.tty_link is None:
+            return
+        staging = self.tty_link.with_name(self.tty_link.name + ".new")
+        staging.unlink(missing_ok=True)
+        staging.symlink_to(self.port.path)
+        os.replace(staging, self.tty_link)
+
+    def _replug(self, down_s: float) -> None:
+        logger.info("serial line on %s unplugged for %.1f s", self.port.path, down_s)
+        self._drop_output("cable unplugged")
+        self.port.close()
+        self._host_connected = False
+        self._stop.wait(down_s)
+        self.port = PtyPort()
+        self._point_link()
+        logger.info("serial line plugged in again on %s", self.port.path)
+
     def wake(self) -> None:
         """Make the I/O loop look at the board now, for example after a person's action."""
         # A full pipe means a wake-up is pending anyway; a closed one means the runner stopped.
@@ -154,8 +196,13 @@ class BoardRunner:
             raise
 
     def _step(self) -> None:
+        if self._unplug_for_s is not None:
+            down_s, self._unplug_for_s = self._unplug_for_s, None
+            self._replug(down_s)
         clock = self.cabinet.clock
         now = clock.now()
+        while self._injected and self._host_connected:
+            self._tx_frames.append(_TxFrame(self._injected.popleft(), now))
         self._check_host(now)
         if self._host_connected:
             self._read_master(now)
