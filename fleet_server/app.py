@@ -8,9 +8,21 @@ from fastapi import FastAPI
 from sqlalchemy import Engine, text
 
 from fleet_server.api.errors import install_error_handlers
-from fleet_server.api.routes import API_PREFIX, api_router
+from fleet_server.api.payment_deps import install_purchase_error_handler
+from fleet_server.api.routes import (
+    API_PREFIX,
+    alerts,
+    api_router,
+    fleet,
+    planograms,
+    provisioning,
+    purchases,
+    sales,
+    wallets,
+)
 from fleet_server.core.config import ServerSettings
 from fleet_server.core.db import create_db_engine, create_session_factory
+from fleet_server.messaging.publisher import CommandPublisher
 
 logger = logging.getLogger(__name__)
 
@@ -23,8 +35,18 @@ integers in grams. Products marked `is_sample` carry sample prices and package w
 """
 
 
-def create_app(settings: ServerSettings, *, engine: Engine | None = None) -> FastAPI:
-    """Build the application. Tests pass ``engine`` to replace the one made from the settings."""
+def create_app(
+    settings: ServerSettings,
+    *,
+    engine: Engine | None = None,
+    command_publisher: CommandPublisher | None = None,
+) -> FastAPI:
+    """Build the application. Tests pass ``engine`` to replace the one made from the settings.
+
+    ``command_publisher`` sends planograms and unlock commands to cabinets. Without it
+    planograms are saved and sent when the cabinet next comes online, and purchases fail
+    with cabinet_unreachable.
+    """
     owns_engine = engine is None
     if engine is None:
         engine = create_db_engine(
@@ -50,8 +72,15 @@ def create_app(settings: ServerSettings, *, engine: Engine | None = None) -> Fas
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = create_session_factory(engine)
+    app.state.command_publisher = command_publisher
     install_error_handlers(app)
+    planograms.install_planogram_error_handler(app)
+    install_purchase_error_handler(app)
     app.include_router(api_router)
+    for router in (provisioning.router, planograms.router, fleet.router, alerts.router):
+        app.include_router(router, prefix=API_PREFIX)
+    for router in (purchases.router, wallets.router, sales.router):
+        app.include_router(router, prefix=API_PREFIX)
 
     @app.get(f"{API_PREFIX}/health", tags=["health"])
     def health() -> dict[str, str]:

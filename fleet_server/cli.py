@@ -1,7 +1,7 @@
 """Command-line entry point of the `fleet-server` program.
 
 Exit status: 0 on success, 1 when the command fails (invalid settings, database error,
-rejected input), 2 for usage errors and for commands that are not implemented yet.
+rejected input), 2 for usage errors.
 """
 
 import argparse
@@ -12,15 +12,29 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from fleet_server.core.config import ServerSettings, SettingsError, load_settings
 from fleet_server.core.db import create_db_engine, create_session_factory, session_scope
-from fleet_server.core.migrate import current_revision, head_revision, upgrade_to_head
-from fleet_server.models import Operator, Role, School
+from fleet_server.core.migrate import (
+    MIGRATIONS_DIR,
+    current_revision,
+    head_revision,
+    upgrade_to_head,
+)
+from fleet_server.ingest.worker import IngestWorker
+from fleet_server.messaging.publisher import MqttPublisher, PublishError
+from fleet_server.models import Cabinet, Operator, Role, School
 from fleet_server.services.access import Actor
 from fleet_server.services.errors import ServiceError
+from fleet_server.services.provisioning import (
+    broker_files,
+    provision_cabinet,
+    write_broker_files,
+)
 from fleet_server.services.seed import seed_reference_data
 from fleet_server.services.users import create_user
 
@@ -28,12 +42,10 @@ logger = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
-# Exit status of usage errors (argparse's own) and of commands that are still stubs.
-NOT_IMPLEMENTED_EXIT_CODE = 2
-STUB_EPILOG = (
-    f"Not implemented yet: `ingest` prints a message and exits with status "
-    f"{NOT_IMPLEMENTED_EXIT_CODE}."
-)
+# The migration that adds cabinet credentials; `provision` and `broker-config` need it.
+OPERATIONS_REVISION = "0002_operations"
+# The migration that adds purchases, wallets and sales; `ingest` needs it.
+PURCHASES_REVISION = "0002_purchases"
 
 
 class CommandError(Exception):
@@ -44,7 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fleet-server",
         description="Manage the fleet server that collects data from all cabinets.",
-        epilog=STUB_EPILOG,
     )
     parser.add_argument(
         "--settings-file",
@@ -74,8 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser(
         "ingest",
-        help="consume cabinet events from the MQTT broker into the database",
-        description="Consume cabinet events from the MQTT broker and store them in the database.",
+        help="store cabinet sales and events from the MQTT broker, and settle purchases",
+        description="Run one ingest worker until SIGTERM or SIGINT: subscribe to every "
+        "cabinet's sales and events through the shared subscription group "
+        "ZHIGUI_INGEST_GROUP on the broker ZHIGUI_MQTT_HOST:ZHIGUI_MQTT_PORT, commit them in "
+        "batches of ZHIGUI_INGEST_BATCH_SIZE messages or ZHIGUI_INGEST_BATCH_LATENCY_MS ms, "
+        "settle the purchases they finish and acknowledge them to the cabinets. Start "
+        "several workers with the same group to share the load.",
     )
     commands.add_parser(
         "migrate",
@@ -113,6 +129,36 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read the password from the first line of standard input",
     )
+
+    provision = commands.add_parser(
+        "provision",
+        help="issue a cabinet's broker credentials and key, and write its files",
+        description="Issue a registered cabinet's broker password and HMAC key and write "
+        "KIOSK_ID.agent.toml (the agent's config, mode 0600), KIOSK_ID.sticker.svg, "
+        "KIOSK_ID.passwd (password-file line) and KIOSK_ID.acl (ACL section) to the "
+        "output directory. The password is not stored and cannot be shown again.",
+    )
+    provision.add_argument("kiosk_id", metavar="KIOSK_ID", help="the registered cabinet's id")
+    provision.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="directory for the files"
+    )
+    provision.add_argument(
+        "--rotate",
+        action="store_true",
+        help="replace the credentials of a cabinet that was provisioned before",
+    )
+
+    broker = commands.add_parser(
+        "broker-config",
+        help="write the Mosquitto password and ACL files for every provisioned cabinet",
+        description="Write passwd (Mosquitto password file), acl (ACL file) and zhigui.conf "
+        "(settings to include from mosquitto.conf) to the output directory. They cover "
+        "every provisioned cabinet that is not retired, and the server's own account "
+        "ZHIGUI_MQTT_USERNAME with the password ZHIGUI_MQTT_PASSWORD.",
+    )
+    broker.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="directory for the files"
+    )
     return parser
 
 
@@ -122,19 +168,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if args.command == "ingest":
-        return run_ingest()
-
     try:
         settings = load_settings(args.settings_file)
         if args.command == "serve":
             return run_serve(settings, host=args.host, port=args.port)
+        if args.command == "ingest":
+            return run_ingest(settings)
         if args.command == "migrate":
             return run_migrate(settings)
         if args.command == "seed":
             return run_seed(settings)
         if args.command == "create-user":
             return run_create_user(settings, args)
+        if args.command == "provision":
+            return run_provision(settings, kiosk_id=args.kiosk_id, out=args.out, rotate=args.rotate)
+        if args.command == "broker-config":
+            return run_broker_config(settings, out=args.out)
     except (SettingsError, CommandError) as error:
         print(f"fleet-server {args.command}: {error}", file=sys.stderr)
         return EXIT_FAILURE
@@ -147,16 +196,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise AssertionError(f"unhandled command {args.command!r}")
 
 
-def run_ingest() -> int:
-    # TODO: start the MQTT ingest worker here. It subscribes to the sales, events and status
-    # topics under zhigui/v1/kiosks/+/ and runs as its own process beside `serve`. Several
-    # workers share the sales topics through $share/ subscriptions.
-    print(
-        "fleet-server ingest: not implemented yet; cabinet events cannot be ingested "
-        "in this version.",
-        file=sys.stderr,
-    )
-    return NOT_IMPLEMENTED_EXIT_CODE
+def run_ingest(settings: ServerSettings) -> int:
+    from fleet_server.ingest.runner import run_worker
+
+    engine = _open_database_with(settings, PURCHASES_REVISION)
+    try:
+        return run_worker(settings, engine)
+    finally:
+        engine.dispose()
 
 
 def run_migrate(settings: ServerSettings) -> int:
@@ -183,12 +230,47 @@ def run_serve(settings: ServerSettings, *, host: str | None, port: int | None) -
     from fleet_server.app import create_app
 
     engine = _open_migrated_database(settings)
-    app = create_app(settings, engine=engine)
+    publisher, worker = _start_broker_clients(settings, engine)
+    app = create_app(settings, engine=engine, command_publisher=publisher)
     try:
         uvicorn.run(app, host=host or settings.http_host, port=port or settings.http_port)
     finally:
+        if worker is not None:
+            worker.stop()
+        if publisher is not None:
+            publisher.stop()
         engine.dispose()
     return EXIT_OK
+
+
+def _start_broker_clients(
+    settings: ServerSettings, engine: Engine
+) -> tuple[MqttPublisher | None, IngestWorker | None]:
+    """Connect the command publisher and one ingest worker when ZHIGUI_MQTT_HOST is set.
+
+    Without a broker the API still runs, and purchases fail with cabinet_unreachable.
+    """
+    from fleet_server.ingest.runner import (
+        broker_address,
+        build_ingest_worker,
+        build_monitoring_subscriber,
+    )
+
+    if not settings.broker_configured:
+        logger.warning("ZHIGUI_MQTT_HOST is not set: no commands are sent and nothing ingested")
+        return None, None
+    publisher = MqttPublisher(broker_address(settings))
+    factory = create_session_factory(engine)
+    worker = build_ingest_worker(settings, factory)
+    monitor = build_monitoring_subscriber(settings, factory, publisher)
+    try:
+        publisher.start()
+        worker.start()
+        monitor.start()
+    except (PublishError, ConnectionError) as error:
+        publisher.stop()
+        raise CommandError(str(error)) from error
+    return publisher, worker
 
 
 def run_create_user(settings: ServerSettings, args: argparse.Namespace) -> int:
@@ -226,6 +308,94 @@ def run_create_user(settings: ServerSettings, args: argparse.Namespace) -> int:
         engine.dispose()
     print(f"created user {args.username!r} (id {user_id}, role {args.role})")
     return EXIT_OK
+
+
+def run_provision(settings: ServerSettings, *, kiosk_id: str, out: Path, rotate: bool) -> int:
+    engine = _open_database_with(settings, OPERATIONS_REVISION)
+    try:
+        with session_scope(create_session_factory(engine)) as session:
+            provisioned = session.scalar(
+                select(Cabinet.credentials_issued_at).where(Cabinet.kiosk_id == kiosk_id)
+            )
+            if provisioned is not None and not rotate:
+                raise CommandError(
+                    f"cabinet {kiosk_id} was provisioned at {provisioned.isoformat()}; pass "
+                    "--rotate to replace its credentials (its agent needs the new config file)"
+                )
+            bundle = provision_cabinet(
+                session, actor=Actor.system("cli"), kiosk_id=kiosk_id, settings=settings
+            )
+            out.mkdir(parents=True, exist_ok=True)
+            config_path = out / f"{kiosk_id}.agent.toml"
+            # Created 0600 before the secret is written, so it is never readable by others.
+            config_path.touch(mode=0o600, exist_ok=True)
+            config_path.chmod(0o600)
+            config_path.write_text(bundle.agent_config_toml, encoding="utf-8")
+            files = {
+                out / f"{kiosk_id}.sticker.svg": bundle.sticker_svg,
+                out / f"{kiosk_id}.passwd": bundle.password_file_line + "\n",
+                out / f"{kiosk_id}.acl": bundle.acl_entries,
+            }
+            for path, text in files.items():
+                path.write_text(text, encoding="utf-8")
+    finally:
+        engine.dispose()
+    print(f"provisioned {kiosk_id}: broker username {bundle.broker_username}")
+    for path in [config_path, *files]:
+        print(f"  wrote {path}")
+    print("run `fleet-server broker-config` again so the broker accepts the new password")
+    return EXIT_OK
+
+
+def run_broker_config(settings: ServerSettings, *, out: Path) -> int:
+    if settings.mqtt_password is None:
+        raise CommandError(
+            "ZHIGUI_MQTT_PASSWORD is not set: the password file must contain the server's "
+            f"own account {settings.mqtt_username!r}"
+        )
+    engine = _open_database_with(settings, OPERATIONS_REVISION)
+    try:
+        with session_scope(create_session_factory(engine)) as session:
+            try:
+                files = broker_files(
+                    session,
+                    service_username=settings.mqtt_username,
+                    service_password=settings.mqtt_password.get_secret_value(),
+                )
+            except ValueError as error:
+                raise CommandError(str(error)) from error
+    finally:
+        engine.dispose()
+    paths = write_broker_files(files, out)
+    print(f"broker files for {files.cabinet_count} cabinets and {settings.mqtt_username!r}:")
+    for path in paths:
+        print(f"  wrote {path}")
+    return EXIT_OK
+
+
+def _open_database_with(settings: ServerSettings, revision: str) -> Engine:
+    """Return an engine for a database whose schema includes ``revision``, or fail.
+
+    Unlike ``_open_migrated_database`` this accepts any later revision, including one on
+    another branch that was merged, because these commands need only their own tables.
+    """
+    engine = create_db_engine(
+        settings.resolved_database_url,
+        echo=settings.database_echo,
+        sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+    )
+    script = ScriptDirectory(str(MIGRATIONS_DIR))
+    with engine.connect() as connection:
+        heads = MigrationContext.configure(connection).get_current_heads()
+    for head in heads:
+        if any(step.revision == revision for step in script.iterate_revisions(head, "base")):
+            return engine
+    engine.dispose()
+    found = ", ".join(heads) if heads else "no schema"
+    raise CommandError(
+        f"the database has {found}, but this command needs revision {revision}: "
+        "run `fleet-server migrate` first"
+    )
 
 
 def _open_migrated_database(settings: ServerSettings) -> Engine:

@@ -714,7 +714,9 @@ class KioskAgent:
 
     async def _stable_weights(self, timeout_s: float) -> dict[int, int] | None:
         """Sample every shelf until all are stable; return what settled by the timeout."""
-        windows: dict[int, ShelfWindow] = {}
+        # The shared windows: samples taken while settling make the next baseline ready.
+        windows = self._idle_windows
+        windows.clear()
         stable: dict[int, int] = {}
         deadline = time.monotonic() + timeout_s
         while True:
@@ -755,7 +757,6 @@ class KioskAgent:
         while True:
             await asyncio.sleep(WEIGHT_POLL_S)
             if not self.link.up or self.session.busy:
-                self._idle_windows.clear()
                 continue
             now = time.monotonic()
             self._report_line_noise(now)

@@ -13,6 +13,7 @@ from kiosk_agent.config import AgentSettings, ConfigError, load_settings
 logger = logging.getLogger("kiosk_agent")
 
 CONFIG_ERROR_EXIT_CODE = 2
+STARTUP_ERROR_EXIT_CODE = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +61,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    asyncio.run(_run(settings))
+    try:
+        asyncio.run(_run(settings))
+    except OSError as exc:
+        # The data directory cannot be created, or the screen's port is taken.
+        logger.error("cannot start the agent of cabinet %s: %s", settings.kiosk_id, exc)
+        print(f"kiosk-agent: cannot start: {exc}", file=sys.stderr)
+        return STARTUP_ERROR_EXIT_CODE
     return 0
 
 

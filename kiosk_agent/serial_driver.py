@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 30.0
+# A port that stays unopenable is logged on the first and on every this many attempts.
+OPEN_FAILURE_LOG_EVERY = 20
 # Longest the worker blocks in a read, so that it notices new requests soon.
 READ_SLICE_S = 0.05
 # Pause between handshakes while the board does not answer.
@@ -116,10 +118,19 @@ class SerialDriver:
 
     def _run(self) -> None:
         delay = RECONNECT_MIN_S
+        failures = 0
         while not self._stop.is_set():
             try:
                 port = serial.Serial(self.port, self.timing.baudrate, timeout=READ_SLICE_S)
             except (serial.SerialException, OSError) as exc:
+                failures += 1
+                if failures == 1 or failures % OPEN_FAILURE_LOG_EVERY == 0:
+                    logger.warning(
+                        "cannot open serial port %s (attempt %d): %s; retrying",
+                        self.port,
+                        failures,
+                        exc,
+                    )
                 self._set_status(LinkStatus(up=False, error=f"cannot open {self.port}: {exc}"))
                 self._fail_waiting("serial port unavailable")
                 self._stop.wait(delay * self._rng.uniform(0.5, 1.0))
@@ -127,6 +138,7 @@ class SerialDriver:
                 continue
 
             logger.info("opened serial port %s at %d baud", self.port, self.timing.baudrate)
+            failures = 0
             try:
                 self._serve(port)
                 delay = RECONNECT_MIN_S

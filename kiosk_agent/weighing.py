@@ -16,8 +16,10 @@ door, a restock) and is never absorbed.
 from collections import deque
 from dataclasses import dataclass, field
 
-STABLE_WINDOW_S = 0.5
-MIN_STABLE_SAMPLES = 4
+# The board flags a reading stable only after its own window (0.5 s in the
+# protocol), so the agent's window confirms it over a shorter span.
+STABLE_WINDOW_S = 0.3
+MIN_STABLE_SAMPLES = 3
 STABLE_SPAN_MG = 6_000
 ZERO_TRACK_STEP_MG = 1_500
 

@@ -19,6 +19,7 @@ from simulator.cabinet import Cabinet
 from simulator.clock import MonotonicClock
 from simulator.config import CabinetConfig
 from simulator.control import ControlServer
+from simulator.demo import DemoError, add_demo_arguments, options_from_args, run_demo
 from simulator.errors import ActionRejectedError
 from simulator.faults import FaultSpec, parse_fault
 from simulator.ground_truth import GroundTruthLog
@@ -27,14 +28,8 @@ from simulator.transport import BoardRunner
 
 logger = logging.getLogger(__name__)
 
-# Exit status of every command that is still a stub.
-NOT_IMPLEMENTED_EXIT_CODE = 2
 # Exit status when the command line or the scenario is invalid.
 USAGE_EXIT_CODE = 2
-STUB_EPILOG = (
-    "Not implemented yet: the demo command only prints a message and exits with status "
-    f"{NOT_IMPLEMENTED_EXIT_CODE}."
-)
 CONTROL_SOCKET_NAME = "control.sock"
 
 FAULT_HELP = """\
@@ -165,18 +160,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kiosk-sim",
         description="Simulate cabinet boards and students for demos and tests.",
-        epilog=STUB_EPILOG,
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_cabinet_parser(commands)
-    commands.add_parser(
+    demo_parser = commands.add_parser(
         "demo",
         help="run the end-to-end demonstration",
         description=(
-            "Run the end-to-end demonstration: virtual cabinets, kiosk agents and "
-            "simulated students buying products."
+            "Run the end-to-end demonstration in a temporary directory: an MQTT broker, "
+            "the fleet server on SQLite, virtual cabinets at Anhui universities with one "
+            "kiosk agent each, and simulated students buying through the purchase API. "
+            "It ends with a sales summary checked against the simulator's ground truth."
         ),
     )
+    add_demo_arguments(demo_parser)
     return parser
 
 
@@ -306,11 +303,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
         return run_cabinet(args)
-    print(
-        f"kiosk-sim {args.command}: not implemented yet; the simulator is a stub in this version.",
-        file=sys.stderr,
-    )
-    return NOT_IMPLEMENTED_EXIT_CODE
+    logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        options = options_from_args(args)
+    except ValueError as error:
+        print(f"kiosk-sim demo: {error}", file=sys.stderr)
+        return USAGE_EXIT_CODE
+    try:
+        return run_demo(options)
+    except KeyboardInterrupt:
+        # run_demo has stopped every process it started before this is reached.
+        print("kiosk-sim demo: interrupted", file=sys.stderr)
+        return 130
+    except DemoError as error:
+        print(f"kiosk-sim demo: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ def _fill(window: ShelfWindow, start: float, values: list[int], stable: bool = T
 def test_steady_samples_give_their_mean() -> None:
     window = ShelfWindow()
 
-    now = _fill(window, 0.0, [1_000_000, 1_001_000, 999_000, 1_000_500, 999_500, 1_000_000])
+    now = _fill(window, 0.0, [999_000, 1_000_000, 1_001_000, 999_000, 1_000_500, 999_500])
 
     assert window.stable_weight(now) == 1_000_000
 

@@ -1,4 +1,4 @@
-"""The command lines: help, usage errors, configuration errors and the remaining stubs."""
+"""The command lines: help, usage errors and configuration errors."""
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -11,32 +11,31 @@ from simulator import cli as simulator_cli
 
 CliMain = Callable[[Sequence[str] | None], int]
 
-STUB_CASES = [
-    pytest.param(fleet_server_cli.main, ["ingest"], id="fleet-server ingest"),
-    pytest.param(simulator_cli.main, ["demo"], id="kiosk-sim demo"),
-]
-
-
-@pytest.mark.parametrize(("main", "argv"), STUB_CASES)
-def test_stub_exits_2_with_message(
-    main: CliMain, argv: list[str], capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(argv) == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert "not implemented yet" in captured.err
-
 
 @pytest.mark.parametrize(
-    "main", [fleet_server_cli.main, simulator_cli.main], ids=["fleet-server", "kiosk-sim"]
+    "argv",
+    [
+        pytest.param(["demo", "--cabinets", "0"], id="no cabinets"),
+        pytest.param(["demo", "--students", "0"], id="no students"),
+        pytest.param(["demo", "--days", "0"], id="no days"),
+        pytest.param(["demo", "--purchases", "-1"], id="negative purchases"),
+    ],
 )
+def test_demo_rejects_invalid_counts(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert simulator_cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "must be at least" in captured.err
+
+
+@pytest.mark.parametrize("main", [simulator_cli.main], ids=["kiosk-sim"])
 def test_help_describes_program(main: CliMain, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
     assert help_text.startswith("usage: ")
-    assert "Not implemented yet" in help_text
+    assert "Simulate cabinet boards and students" in help_text
 
 
 @pytest.mark.parametrize(
@@ -105,3 +104,26 @@ def test_agent_invalid_config_lists_fields(
     assert "kiosk_id" in error
     assert "hmac_key" in error
     assert "serial_port" in error
+
+
+def test_agent_unwritable_data_dir_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("ZHIGUI_AGENT_KIOSK_ID", "ZHIGUI_AGENT_HMAC_KEY", "ZHIGUI_AGENT_SERIAL_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory", encoding="utf-8")
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        'kiosk_id = "AH-10357-0001"\n'
+        'hmac_key = "9f2c4e71b06d8a35c2f19e47d05b3a8c61e2f7049d3b5a86c1e0f92d47b8a613"\n'
+        'serial_port = "/dev/null"\n'
+        "development = true\n"
+        f'data_dir = "{blocker / "data"}"\n',
+        encoding="utf-8",
+    )
+
+    status = kiosk_agent_cli.main(["--config", str(config)])
+
+    assert status == 1
+    assert "cannot start" in capsys.readouterr().err

@@ -554,3 +554,31 @@ def test_openapi_documents_every_route(client: TestClient) -> None:
                 assert ref.endswith("/ErrorBody"), (method, path, code)
     # FastAPI's default 422 schema would mean a route documents an error body it never sends.
     assert "HTTPValidationError" not in str(schema["paths"])
+
+
+@pytest.mark.parametrize(
+    ("method", "path_template", "body"),
+    [
+        ("GET", "/api/v1/schools/{big}", None),
+        ("GET", "/api/v1/products/{big}", None),
+        ("GET", "/api/v1/schools?offset={big}", None),
+        ("POST", "/api/v1/cabinets", {"kiosk_id": "AH-10357-0003", "placement_id": "{big}"}),
+    ],
+)
+def test_huge_integer_is_rejected_not_a_server_error(
+    client: TestClient, world: World, method: str, path_template: str, body: object
+) -> None:
+    admin_headers = world.headers["province_admin"]
+    big = 2**63
+    json_body = (
+        {k: (big if v == "{big}" else v) for k, v in body.items()}
+        if isinstance(body, dict)
+        else None
+    )
+
+    response = client.request(
+        method, path_template.format(big=big), json=json_body, headers=admin_headers
+    )
+
+    assert response.status_code in (404, 422), response.text
+    assert "code" in response.json()

@@ -1,6 +1,7 @@
 """The fleet-server command: migrate, seed, create-user, serve and the ingest stub."""
 
 import io
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -209,10 +210,12 @@ def test_production_without_secret_fails(
     assert "ZHIGUI_SECRET_KEY is required" in capsys.readouterr().err
 
 
-def test_ingest_is_stub(capsys: pytest.CaptureFixture[str]) -> None:
+def test_ingest_needs_migrated_database(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ZHIGUI_DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
+
     status = cli.main(["ingest"])
 
-    assert status == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert "not implemented yet" in captured.err
+    assert status == 1
+    assert "fleet-server migrate" in capsys.readouterr().err

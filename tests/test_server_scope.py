@@ -223,6 +223,10 @@ def test_every_route_requires_sign_in(client: TestClient, world: World) -> None:
         "kiosk_id": world.a.kiosk_id,
         "code": "340422",
         "product_id": 1,
+        "alert_id": 1,
+        "purchase_id": "00000000-0000-0000-0000-000000000001",
+        "sale_id": "00000000-0000-0000-0000-000000000002",
+        "user_id": 1,
     }
     checked = 0
 

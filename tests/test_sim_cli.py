@@ -67,9 +67,14 @@ def test_doors_conflict_with_scenario_shelves(capsys: pytest.CaptureFixture[str]
     assert "edit the scenario's [[shelves]]" in capsys.readouterr().err
 
 
-def test_demo_is_still_stub(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["demo"]) == 2
-    assert "not implemented yet" in capsys.readouterr().err
+def test_demo_help_lists_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["demo", "--help"])
+
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    for option in ("--exit-when-done", "--cabinets", "--students", "--days", "--broker"):
+        assert option in help_text
 
 
 def test_options_reach_board() -> None:

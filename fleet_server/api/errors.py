@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fleet_server.schemas.common import ErrorBody, ErrorDetail
@@ -176,11 +176,25 @@ async def _handle_integrity_error(request: Request, error: Exception) -> JSONRes
     return error_response(status.HTTP_409_CONFLICT, body)
 
 
+async def _handle_out_of_range(request: Request, error: Exception) -> JSONResponse:
+    # An id or number beyond the database's 64-bit integers (SQLite's driver raises
+    # OverflowError, PostgreSQL a DataError): the client sent a value no row can have.
+    logger.info("value out of range on %s %s: %s", request.method, request.url.path, error)
+    body = ErrorBody(
+        code="value_out_of_range",
+        message="数值超出允许范围",
+        message_en="A number in the request is out of range",
+    )
+    return error_response(status.HTTP_422_UNPROCESSABLE_CONTENT, body)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _handle_service_error)
     app.add_exception_handler(RequestValidationError, _handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, _handle_http_error)
     app.add_exception_handler(IntegrityError, _handle_integrity_error)
+    app.add_exception_handler(OverflowError, _handle_out_of_range)
+    app.add_exception_handler(DataError, _handle_out_of_range)
 
 
 def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:

@@ -69,6 +69,148 @@ class ServerSettings(BaseSettings):
     http_host: str = Field(default="127.0.0.1", description="address that `serve` binds")
     http_port: int = Field(default=8000, ge=1, le=65535, description="TCP port of `serve`")
 
+    # --- MQTT broker, cabinet provisioning ---
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        min_length=1,
+        description="address of this server that phones open from a cabinet's QR code",
+    )
+    mqtt_host: str = Field(default="127.0.0.1", min_length=1, description="broker host")
+    mqtt_port: int = Field(default=1883, ge=1, le=65535, description="broker TCP port")
+    mqtt_username: str = Field(
+        default="fleet-server",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="the server's own broker account, which may read and write every topic",
+    )
+    mqtt_password: SecretStr | None = Field(
+        default=None,
+        description="password of the server's broker account; `broker-config` requires it",
+    )
+    cabinet_broker_host: str | None = Field(
+        default=None,
+        description="broker host written into cabinet configs (default: mqtt_host)",
+    )
+    cabinet_broker_port: int | None = Field(
+        default=None, ge=1, le=65535, description="broker port for cabinets (default: mqtt_port)"
+    )
+    cabinet_broker_tls: bool = Field(
+        default=False, description="whether cabinets connect to the broker with TLS"
+    )
+    cabinet_serial_port: str = Field(
+        default="/dev/ttyS3",
+        min_length=1,
+        description="tty of the cabinet board written into new cabinet configs",
+    )
+
+    # --- Fleet monitoring and alerts ---
+    ingest_monitoring: bool = Field(
+        default=True,
+        description=(
+            "run the status and telemetry subscriber in `fleet-server ingest`; "
+            "turn it off on all but one worker of a fleet"
+        ),
+    )
+    heartbeat_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="telemetry interval of the agents (their heartbeat_interval_s), in seconds",
+    )
+    offline_after_heartbeats: int = Field(
+        default=3,
+        ge=1,
+        description="missed heartbeats after which a cabinet counts as offline",
+    )
+    monitor_sweep_interval_s: float = Field(
+        default=10.0, gt=0, description="seconds between two offline and alert sweeps"
+    )
+    offline_alert_after_s: float = Field(
+        default=120.0, ge=0, description="seconds a cabinet must be offline before an alert"
+    )
+    alert_raise_after_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="seconds a reported condition (link down, backlog, low stock, ...) must "
+        "persist before it raises an alert",
+    )
+    alert_raise_after_count: int = Field(
+        default=2,
+        ge=1,
+        description="consecutive reports of a condition needed before it raises an alert",
+    )
+    alert_clear_after_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="seconds a condition must stay clear before its alert resolves itself",
+    )
+    low_stock_fraction: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="stock below this fraction of a product's share of the shelf is low",
+    )
+    backlog_alert_messages: int = Field(
+        default=100, ge=1, description="unacknowledged outbox messages that raise an alert"
+    )
+    backlog_alert_age_s: float = Field(
+        default=900.0, gt=0, description="age in seconds of the oldest outbox message that alerts"
+    )
+    disk_free_alert_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=0, description="free disk space below which a cabinet alerts"
+    )
+    planogram_resend_interval_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="minimum seconds between two resends of a planogram that a cabinet lacks",
+    )
+
+    # --- Purchases, payments and ingest ---
+    purchase_min_balance_fen: int = Field(
+        default=100,
+        strict=True,
+        ge=1,
+        description="smallest wallet balance in fen that may start a purchase",
+    )
+    purchase_hold_max_fen: int = Field(
+        default=10_000,
+        strict=True,
+        ge=1,
+        le=2**31 - 1,
+        description="largest payment hold in fen for one purchase session; the hold is the "
+        "smaller of this and the available balance",
+    )
+    purchase_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="seconds after which a purchase session without a sale is marked expired "
+        "(its hold stays until the sale arrives or an operator releases it)",
+    )
+    unlock_lifetime_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=60,
+        description="seconds an unlock command stays valid after it is issued",
+    )
+    ingest_group: str = Field(
+        default="fleet-ingest",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
+        description="MQTT shared-subscription group of the ingest workers",
+    )
+    ingest_shared_subscription: bool = Field(
+        default=True,
+        description="subscribe ingest through the shared-subscription group; false subscribes "
+        "directly, for brokers without shared subscriptions (such as amqtt 0.12), and then "
+        "only one ingest worker may run",
+    )
+    ingest_batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="messages that ingest commits in one transaction"
+    )
+    ingest_batch_latency_ms: int = Field(
+        default=50,
+        ge=1,
+        le=60_000,
+        description="longest time in ms a message waits for its batch to fill before commit",
+    )
+
     @model_validator(mode="after")
     def _check_mode_requirements(self) -> Self:
         if self.mode == "development":
@@ -85,12 +227,36 @@ class ServerSettings(BaseSettings):
                 f"{ENV_PREFIX}SECRET_KEY is rejected in production mode: {problem}; generate one "
                 'with: python -c "import secrets; print(secrets.token_urlsafe(48))"'
             )
+        if self.mqtt_password is not None:
+            problem = describe_weak_secret(self.mqtt_password.get_secret_value())
+            if problem is not None:
+                raise ValueError(
+                    f"{ENV_PREFIX}MQTT_PASSWORD is rejected in production mode: {problem}"
+                )
         return self
+
+    @property
+    def broker_configured(self) -> bool:
+        """Return whether ZHIGUI_MQTT_HOST was given, so `serve` should connect to a broker."""
+        return "mqtt_host" in self.model_fields_set
 
     @property
     def resolved_database_url(self) -> str:
         """Return the database URL, with the development default filled in."""
         return self.database_url or DEVELOPMENT_DATABASE_URL
+
+    @property
+    def resolved_cabinet_broker_host(self) -> str:
+        return self.cabinet_broker_host or self.mqtt_host
+
+    @property
+    def resolved_cabinet_broker_port(self) -> int:
+        return self.cabinet_broker_port or self.mqtt_port
+
+    @property
+    def offline_after_s(self) -> float:
+        """Return the telemetry silence in seconds after which a cabinet counts as offline."""
+        return self.heartbeat_interval_s * self.offline_after_heartbeats
 
     @property
     def resolved_secret_key(self) -> bytes:

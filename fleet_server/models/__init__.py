@@ -10,7 +10,23 @@ from fleet_server.models.enums import (
     Role,
     SchoolType,
 )
+from fleet_server.models.ingest import DeadLetter, KioskEventRecord
+from fleet_server.models.operations import (
+    Alert,
+    AlertCondition,
+    AlertKind,
+    AlertState,
+    CabinetState,
+    CabinetStock,
+    ConnectionState,
+    OfflineReason,
+    Planogram,
+    PlanogramLine,
+    PlanogramShelf,
+    StockSource,
+)
 from fleet_server.models.products import Product
+from fleet_server.models.purchases import ACTIVE_STATES, PurchaseSession, PurchaseState
 from fleet_server.models.registry import (
     Building,
     Cabinet,
@@ -19,24 +35,58 @@ from fleet_server.models.registry import (
     School,
     school_designated_counties,
 )
+from fleet_server.models.sales import Sale, SaleLine, SaleRefund, ServerReviewReason
 from fleet_server.models.users import User
+from fleet_server.models.wallets import (
+    HoldStatus,
+    PaymentHold,
+    TransactionKind,
+    Wallet,
+    WalletTransaction,
+)
 
 __all__ = [
+    "ACTIVE_STATES",
+    "Alert",
+    "AlertCondition",
+    "AlertKind",
+    "AlertState",
     "AuditEntry",
     "Base",
     "Building",
     "Cabinet",
     "CabinetServiceStatus",
+    "CabinetState",
+    "CabinetStock",
+    "ConnectionState",
     "County",
     "CountyCode",
     "CountyLevel",
+    "DeadLetter",
+    "HoldStatus",
+    "KioskEventRecord",
     "LocationType",
+    "OfflineReason",
     "Operator",
+    "PaymentHold",
     "Placement",
+    "Planogram",
+    "PlanogramLine",
+    "PlanogramShelf",
     "Product",
+    "PurchaseSession",
+    "PurchaseState",
     "Role",
+    "Sale",
+    "SaleLine",
+    "SaleRefund",
     "School",
     "SchoolType",
+    "ServerReviewReason",
+    "StockSource",
+    "TransactionKind",
     "User",
+    "Wallet",
+    "WalletTransaction",
     "school_designated_counties",
 ]

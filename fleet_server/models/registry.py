@@ -152,6 +152,16 @@ class Cabinet(Base):
     online: Mapped[bool] = mapped_column(default=False)
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[CreatedAt]
+    # Credentials, all None until the cabinet is provisioned. The broker username is the
+    # kiosk id; the password is shown once and only its Mosquitto hash is kept.
+    broker_username: Mapped[str | None] = mapped_column(String(64), unique=True)
+    broker_password_hash: Mapped[str | None] = mapped_column(String(255))
+    # The cabinet's own 32-byte key as 64 lower-case hex digits. It signs commands and the
+    # rotating purchase code, so the server needs the key itself, not a hash.
+    # NOTE: stored unencrypted. A production deployment should encrypt this column at rest
+    # (for example with a key from a KMS), so that a database dump does not leak every key.
+    hmac_key: Mapped[str | None] = mapped_column(String(64))
+    credentials_issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     placement: Mapped[Placement] = relationship()
     operator: Mapped[Operator] = relationship()
