@@ -482,27 +482,13 @@ def save_planogram(
     raise DemoError(f"no decodable planogram found for {kiosk_id} in 10 attempts")
 
 
-def put_in_service(database_url: str, kiosk_ids: list[str]) -> None:
-    """Mark the cabinets in service, which the purchase API requires.
-
-    NOTE: no API route or fleet-server command sets a cabinet's service status yet, so the
-    demo writes it to the database, as the server's tests do.
-    """
-    from sqlalchemy import update
-
-    from fleet_server.core.db import create_db_engine, create_session_factory, session_scope
-    from fleet_server.models import Cabinet, CabinetServiceStatus
-
-    engine = create_db_engine(database_url)
-    try:
-        with session_scope(create_session_factory(engine)) as session:
-            session.execute(
-                update(Cabinet)
-                .where(Cabinet.kiosk_id.in_(kiosk_ids))
-                .values(service_status=CabinetServiceStatus.IN_SERVICE)
-            )
-    finally:
-        engine.dispose()
+def put_in_service(operator: "Api", kiosk_ids: list[str]) -> None:
+    """Put the cabinets in service, as their operator does once they are installed."""
+    for kiosk_id in kiosk_ids:
+        response = operator.send(
+            "PUT", f"/cabinets/{kiosk_id}/service-status", {"service_status": "in_service"}
+        )
+        operator._check(response, f"put {kiosk_id} in service")
 
 
 def toml_value(value: object) -> str:
@@ -971,7 +957,7 @@ def run_demo(options: DemoOptions) -> int:
                     f"{yuan(product.price_fen)}",
                     flush=True,
                 )
-        put_in_service(env["ZHIGUI_DATABASE_URL"], [cabinet.kiosk_id for cabinet in cabinets])
+        put_in_service(operator, [cabinet.kiosk_id for cabinet in cabinets])
         for index, cabinet in enumerate(cabinets):
             start_cabinet(cabinet, group, workdir, options.seed + index)
             start_agent(cabinet, group, workdir, base_url)

@@ -3,6 +3,7 @@
 import stat
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 import qrcode
@@ -379,3 +380,46 @@ def test_migration_downgrade_removes_operations(database_url: str) -> None:
         assert not CABINET_COLUMNS & columns
     finally:
         engine.dispose()
+
+
+def _set_status(client: TestClient, world: World, role: str, status: str) -> Any:
+    return client.put(
+        f"/api/v1/cabinets/{world.a.kiosk_id}/service-status",
+        json={"service_status": status},
+        headers=world.headers[role],
+    )
+
+
+def test_service_status_needs_credentials_first(client: TestClient, world: World) -> None:
+    early = _set_status(client, world, "operator_a", "in_service")
+    provision(client, world)
+    started = _set_status(client, world, "operator_a", "in_service")
+    paused = _set_status(client, world, "operator_a", "out_of_service")
+
+    assert early.status_code == 422
+    assert early.json()["code"] == "cabinet_not_provisioned"
+    assert started.status_code == 200
+    assert started.json() == {"kiosk_id": world.a.kiosk_id, "service_status": "in_service"}
+    assert paused.json()["service_status"] == "out_of_service"
+
+
+def test_retired_cabinet_stays_retired(client: TestClient, world: World) -> None:
+    provision(client, world)
+    _set_status(client, world, "operator_a", "retired")
+
+    again = _set_status(client, world, "province_admin", "in_service")
+
+    assert again.status_code == 422
+    assert again.json()["code"] == "cabinet_retired"
+
+
+@pytest.mark.parametrize(
+    ("role", "status"),
+    [("operator_b", 404), ("school_admin_a", 403), ("student", 403)],
+)
+def test_service_status_scope(client: TestClient, world: World, role: str, status: int) -> None:
+    provision(client, world)
+
+    response = _set_status(client, world, role, "in_service")
+
+    assert response.status_code == status

@@ -264,3 +264,49 @@ def write_broker_files(files: BrokerFiles, directory: Path) -> list[Path]:
     acl_path.write_text(files.acl_file, encoding="utf-8")
     conf_path.write_text(broker_conf_snippet(directory.resolve()), encoding="utf-8")
     return [password_path, acl_path, conf_path]
+
+
+def set_service_status(
+    session: Session, *, actor: Actor, kiosk_id: str, status: CabinetServiceStatus
+) -> Cabinet:
+    """Put a cabinet in service, take it out, or retire it; the purchase API sells only in service.
+
+    Only the cabinet's operator and the province work group may change it. A cabinet goes
+    in service only once it has credentials, and a retired cabinet stays retired.
+    """
+    cabinet = _load_cabinet(session, actor=actor, kiosk_id=kiosk_id)
+    if not actor.may_register_cabinet_for(cabinet.operator_id):
+        raise PermissionDeniedError(
+            message="只有该柜的运营企业或省级专班可以更改其服务状态",
+            message_en=(
+                "Only the cabinet's operator or the province work group may change its status"
+            ),
+        )
+    if (
+        cabinet.service_status is CabinetServiceStatus.RETIRED
+        and status is not cabinet.service_status
+    ):
+        raise InvalidInputError(
+            code="cabinet_retired",
+            message=f"智能专柜已退役，不能恢复服务：{kiosk_id}",
+            message_en=f"Cabinet {kiosk_id} is retired and cannot return to service",
+        )
+    if status is CabinetServiceStatus.IN_SERVICE and cabinet.hmac_key is None:
+        raise InvalidInputError(
+            code="cabinet_not_provisioned",
+            message=f"智能专柜尚未签发凭证，不能投入服务：{kiosk_id}",
+            message_en=f"Cabinet {kiosk_id} has no credentials yet; provision it first",
+        )
+    before = cabinet.service_status
+    cabinet.service_status = status
+    session.flush()
+    record_audit(
+        session,
+        actor=actor,
+        action="cabinet.service_status",
+        object_type="cabinet",
+        object_id=cabinet.kiosk_id,
+        before={"service_status": before.value},
+        after={"service_status": status.value},
+    )
+    return cabinet

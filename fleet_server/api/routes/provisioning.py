@@ -1,9 +1,11 @@
 """Provisioning routes: issue a cabinet's credentials and print its sticker."""
 
 from fastapi import APIRouter, Response, status
+from pydantic import BaseModel, ConfigDict
 
 from fleet_server.api.deps import CabinetRegistrarActor, SessionDep, SettingsDep, StaffActor
 from fleet_server.api.errors import error_responses
+from fleet_server.models.enums import CabinetServiceStatus
 from fleet_server.schemas.operators import CabinetCreate
 from fleet_server.schemas.provisioning import ProvisioningPublic
 from fleet_server.services import provisioning as provisioning_service
@@ -53,6 +55,34 @@ def register_and_provision(
     session.commit()
     response.headers["Cache-Control"] = NO_STORE
     return ProvisioningPublic.from_bundle(bundle)
+
+
+class ServiceStatusUpdate(BaseModel):
+    """A cabinet's new service status: in_service, out_of_service or retired."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service_status: CabinetServiceStatus
+
+
+class ServiceStatusPublic(BaseModel):
+    kiosk_id: str
+    service_status: CabinetServiceStatus
+
+
+@router.put("/cabinets/{kiosk_id}/service-status", responses=error_responses(401, 403, 404, 422))
+def set_service_status(
+    session: SessionDep,
+    actor: CabinetRegistrarActor,
+    kiosk_id: str,
+    body: ServiceStatusUpdate,
+) -> ServiceStatusPublic:
+    """Put a provisioned cabinet in service (purchases need it), pause it or retire it."""
+    cabinet = provisioning_service.set_service_status(
+        session, actor=actor, kiosk_id=kiosk_id, status=body.service_status
+    )
+    session.commit()
+    return ServiceStatusPublic(kiosk_id=cabinet.kiosk_id, service_status=cabinet.service_status)
 
 
 @router.get(
