@@ -85,6 +85,8 @@ logger = logging.getLogger(__name__)
 UNLOCK_PULSE_MS = 500
 # Sampling period of the shelves while waiting for stable weights.
 WEIGHT_POLL_S = 0.1
+# A warm baseline is used only if its last sample is at most this old.
+WARM_BASELINE_MAX_AGE_S = 0.5
 # Longest wait for stable weights before a session starts.
 BASELINE_TIMEOUT_S = 5.0
 # Sampling period of doors and shelves while no session runs.
@@ -808,7 +810,10 @@ class KioskAgent:
         baseline = {}
         for shelf in self._shelves():
             window = self._idle_windows.get(shelf)
-            weight = window.stable_weight(now) if window else None
+            sampled_at = window.last_sample_at if window else None
+            if window is None or sampled_at is None or now - sampled_at > WARM_BASELINE_MAX_AGE_S:
+                return None
+            weight = window.stable_weight(sampled_at)
             if weight is None or shelf in self.scale_faults:
                 return None
             baseline[shelf] = weight

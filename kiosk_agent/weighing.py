@@ -3,8 +3,9 @@
 The board flags a reading stable by its own rule, but the agent decides for
 itself before it trusts a weight with money: a shelf is stable when every
 sample over the last ``STABLE_WINDOW_S`` seconds, at least
-``MIN_STABLE_SAMPLES`` of them, carries the board's stable flag and spans no
-more than ``STABLE_SPAN_MG``. Its stable weight is the mean of that window.
+``MIN_STABLE_SAMPLES`` of them covering at least half that time, carries the
+board's stable flag and spans no more than ``STABLE_SPAN_MG``. Its stable
+weight is the mean of that window.
 
 Load cells creep by a few grams over hours. While no session runs, zero
 tracking folds each small step between consecutive stable weights of a shelf
@@ -38,7 +39,7 @@ class ShelfWindow:
     def stable_weight(self, now: float) -> int | None:
         """Return the mean of the last window if the shelf is stable, else None."""
         window = [s for s in self.samples if s[0] >= now - STABLE_WINDOW_S]
-        if len(window) < MIN_STABLE_SAMPLES or window[0][0] > now - STABLE_WINDOW_S * 0.8:
+        if len(window) < MIN_STABLE_SAMPLES or window[-1][0] - window[0][0] < STABLE_WINDOW_S / 2:
             return None
         if not all(stable for _, _, stable in window):
             return None
@@ -46,6 +47,10 @@ class ShelfWindow:
         if max(weights) - min(weights) > STABLE_SPAN_MG:
             return None
         return round(sum(weights) / len(weights))
+
+    @property
+    def last_sample_at(self) -> float | None:
+        return self.samples[-1][0] if self.samples else None
 
     def clear(self) -> None:
         self.samples.clear()

@@ -39,7 +39,7 @@ def test_board_flag_must_be_set_on_every_sample() -> None:
 def test_too_short_a_window_is_not_stable() -> None:
     window = ShelfWindow()
 
-    now = _fill(window, 0.0, [500_000] * 3)
+    now = _fill(window, 0.0, [500_000] * 2)
 
     assert window.stable_weight(now) is None
 
