@@ -29,7 +29,7 @@ class MessageKind(enum.Enum):
 
 
 class ErrorCode(enum.IntEnum):
-    """Why the board refused a request (payload of ``ErrorReply``)."""
+    """Reason code of a rejected request (payload of ``ErrorReply``)."""
 
     UNKNOWN_TYPE = 0x01
     BAD_LENGTH = 0x02

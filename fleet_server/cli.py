@@ -28,6 +28,7 @@ from fleet_server.core.migrate import (
 from fleet_server.ingest.worker import IngestWorker
 from fleet_server.messaging.publisher import MqttPublisher, PublishError
 from fleet_server.models import Cabinet, Operator, Role, School
+from fleet_server.monitoring.subscriber import MonitoringSubscriber
 from fleet_server.services.access import Actor
 from fleet_server.services.errors import ServiceError
 from fleet_server.services.provisioning import (
@@ -230,11 +231,13 @@ def run_serve(settings: ServerSettings, *, host: str | None, port: int | None) -
     from fleet_server.app import create_app
 
     engine = _open_migrated_database(settings)
-    publisher, worker = _start_broker_clients(settings, engine)
+    publisher, worker, monitor = _start_broker_clients(settings, engine)
     app = create_app(settings, engine=engine, command_publisher=publisher)
     try:
         uvicorn.run(app, host=host or settings.http_host, port=port or settings.http_port)
     finally:
+        if monitor is not None:
+            monitor.stop()
         if worker is not None:
             worker.stop()
         if publisher is not None:
@@ -245,8 +248,10 @@ def run_serve(settings: ServerSettings, *, host: str | None, port: int | None) -
 
 def _start_broker_clients(
     settings: ServerSettings, engine: Engine
-) -> tuple[MqttPublisher | None, IngestWorker | None]:
-    """Connect the command publisher and one ingest worker when ZHIGUI_MQTT_HOST is set.
+) -> tuple[MqttPublisher | None, IngestWorker | None, MonitoringSubscriber | None]:
+    """Connect the command publisher, one ingest worker and the monitoring subscriber.
+
+    They start only when ZHIGUI_MQTT_HOST is set.
 
     Without a broker the API still runs, and purchases fail with cabinet_unreachable.
     """
@@ -258,7 +263,7 @@ def _start_broker_clients(
 
     if not settings.broker_configured:
         logger.warning("ZHIGUI_MQTT_HOST is not set: no commands are sent and nothing ingested")
-        return None, None
+        return None, None, None
     publisher = MqttPublisher(broker_address(settings))
     factory = create_session_factory(engine)
     worker = build_ingest_worker(settings, factory)
@@ -270,7 +275,7 @@ def _start_broker_clients(
     except (PublishError, ConnectionError) as error:
         publisher.stop()
         raise CommandError(str(error)) from error
-    return publisher, worker
+    return publisher, worker, monitor
 
 
 def run_create_user(settings: ServerSettings, args: argparse.Namespace) -> int:

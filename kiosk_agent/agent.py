@@ -87,7 +87,7 @@ UNLOCK_PULSE_MS = 500
 WEIGHT_POLL_S = 0.1
 # A warm baseline is used only if its last sample is at most this old.
 WARM_BASELINE_MAX_AGE_S = 0.5
-# Longest wait for stable weights before a session starts.
+# Maximum wait for stable weights before a session starts.
 BASELINE_TIMEOUT_S = 5.0
 # Sampling period of doors and shelves while no session runs.
 IDLE_POLL_S = 2.0
@@ -258,7 +258,7 @@ class KioskAgent:
         refusal = self._refusal(command)
         if refusal is not None:
             logger.warning(
-                "cabinet %s refuses session %s: %s", self.kiosk_id, command.session_id, refusal
+                "cabinet %s rejects session %s: %s", self.kiosk_id, command.session_id, refusal
             )
             self._record_event(
                 EventType.COMMAND_REJECTED,
@@ -307,7 +307,7 @@ class KioskAgent:
             # The lock may have pulsed. The session stays authorized, and once the board
             # answers again, its last unlock token tells whether it did.
             logger.warning(
-                "session %s: unlock outcome unknown (%s); verifying when the board answers",
+                "session %s: unlock outcome unknown (%s); verifying when the board responds",
                 session.session_id,
                 _describe_failure(outcome),
             )
@@ -769,7 +769,7 @@ class KioskAgent:
                     for status in outcome.reply.doors:
                         self.doors[status.door] = status
             readings = await self._read_weights()
-            # A session may have started while the board answered.
+            # A session may have started while the board was replying.
             if readings is None or self.session.busy:
                 continue
             now = time.monotonic()

@@ -159,7 +159,7 @@ class ShelfResult:
 
 @dataclass(frozen=True, slots=True)
 class Decoding:
-    """What a session took: ``charged`` counts per product, and whether to review it."""
+    """Result of decoding one session: ``charged`` counts per product, and the review reasons."""
 
     charged: Mapping[str, int]
     review_reasons: tuple[ReviewReason, ...]

@@ -42,9 +42,9 @@ RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 30.0
 # A port that stays unopenable is logged on the first and on every this many attempts.
 OPEN_FAILURE_LOG_EVERY = 20
-# Longest the worker blocks in a read, so that it notices new requests soon.
+# Maximum time the worker blocks in a read, so that it notices new requests soon.
 READ_SLICE_S = 0.05
-# Pause between handshakes while the board does not answer.
+# Pause between handshakes while the board does not respond.
 HANDSHAKE_RETRY_S = 1.0
 
 
@@ -214,7 +214,7 @@ class SerialDriver:
             self._resolve(future, outcome)
         if isinstance(outcome, TimedOut) and self.status.up:
             logger.warning(
-                "board on %s did not answer %s after %d attempts",
+                "board on %s did not respond to %s after %d attempts",
                 self.port,
                 type(outcome.request).__name__,
                 outcome.attempts,

@@ -49,7 +49,7 @@ class PublishError(Exception):
 
 
 class CommandPublisher(Protocol):
-    """What the API and the ingest workers need from MQTT."""
+    """Interface to MQTT that the API and the ingest workers use."""
 
     def send_command(self, command: UnlockCommand | PlanogramCommand, key: bytes) -> None: ...
 
@@ -84,7 +84,7 @@ class MqttPublisher:
         self._client.reconnect_delay_set(1, 30)
 
     def start(self, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
-        """Connect and start paho's thread; raises ``PublishError`` if no broker answers."""
+        """Connect and start paho's thread; raises ``PublishError`` if no broker accepts it."""
         self._client.connect_async(self.broker.host, self.broker.port)
         self._client.loop_start()
         if not self._connected.wait(timeout_s):

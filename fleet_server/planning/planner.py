@@ -59,7 +59,7 @@ class PlannerConfig:
             LocationType.OTHER: 0,
         }
     )
-    # Least cabinets in every building of a type.
+    # Minimum number of cabinets in every building of a type.
     min_per_building: Mapping[LocationType, int] = field(
         default_factory=lambda: {LocationType.CANTEEN: 1}
     )
