@@ -217,16 +217,18 @@ def test_serve_starts_broker_clients(
     broker_settings: ServerSettings, engine: sa.Engine, purchase_settings: ServerSettings
 ) -> None:
     without = cli._start_broker_clients(purchase_settings, engine)
-    publisher, ingest = cli._start_broker_clients(broker_settings, engine)
+    publisher, ingest, monitor = cli._start_broker_clients(broker_settings, engine)
     assert publisher is not None
     assert ingest is not None
+    assert monitor is not None
     try:
         assert ingest.stats.batches == 0
     finally:
+        monitor.stop()
         ingest.stop()
         publisher.stop()
 
-    assert without == (None, None)
+    assert without == (None, None, None)
 
 
 def test_ingest_command_needs_schema(
