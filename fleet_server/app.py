@@ -15,6 +15,7 @@ from fleet_server.api.routes import (
     api_router,
     fleet,
     planograms,
+    procurement,
     provisioning,
     purchases,
     sales,
@@ -79,7 +80,7 @@ def create_app(
     app.include_router(api_router)
     for router in (provisioning.router, planograms.router, fleet.router, alerts.router):
         app.include_router(router, prefix=API_PREFIX)
-    for router in (purchases.router, wallets.router, sales.router):
+    for router in (purchases.router, wallets.router, sales.router, procurement.router):
         app.include_router(router, prefix=API_PREFIX)
 
     @app.get(f"{API_PREFIX}/health", tags=["health"])

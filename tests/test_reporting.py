@@ -94,7 +94,7 @@ def test_rows_add_up_to_total() -> None:
     assert rows == [Decimal("0.01"), Decimal("0.01"), Decimal("0.00")]
 
 
-@given(st.lists(st.integers(0, 10**9), max_size=40))
+@given(st.lists(st.integers(-(10**9), 10**9), max_size=40))
 def test_apportioned_rows_always_add_up(rows_fen: list[int]) -> None:
     rows, total = apportion(rows_fen)
 
@@ -104,6 +104,10 @@ def test_apportioned_rows_always_add_up(rows_fen: list[int]) -> None:
         assert abs(shown * 100 * FEN_PER_UNIT - fen) < FEN_PER_UNIT
 
 
-def test_negative_rows_are_rejected() -> None:
-    with pytest.raises(ValueError, match="non-negative"):
-        apportion([100, -1])
+def test_negative_adjustment_rows_round_with_the_rest() -> None:
+    rows, total = apportion([25_000, -14_000])
+
+    # Floors 2 and -2 units with remainders 0.5 and 0.6; the 1.1 units round to 1, and
+    # the one missing unit goes to the larger remainder: -1.4 units shows as -0.01.
+    assert total == Decimal("0.01")
+    assert rows == [Decimal("0.02"), Decimal("-0.01")]

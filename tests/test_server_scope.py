@@ -227,6 +227,9 @@ def test_every_route_requires_sign_in(client: TestClient, world: World) -> None:
         "purchase_id": "00000000-0000-0000-0000-000000000001",
         "sale_id": "00000000-0000-0000-0000-000000000002",
         "user_id": 1,
+        "entry_id": 1,
+        "voucher_id": 1,
+        "week": "2026-11-16",
     }
     checked = 0
 

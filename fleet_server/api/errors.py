@@ -141,8 +141,43 @@ async def _handle_service_error(request: Request, error: Exception) -> JSONRespo
         "%s %s rejected with %d %s", request.method, request.url.path, status_code, error.code
     )
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, AuthenticationError) else None
-    body = ErrorBody(code=error.code, message=error.message, message_en=error.message_en)
+    body = ErrorBody(
+        code=error.code,
+        message=error.message,
+        message_en=error.message_en,
+        details=_service_error_details(error),
+    )
     return error_response(status_code, body, headers)
+
+
+def _service_error_details(error: ServiceError) -> list[ErrorDetail] | None:
+    """Return the fields a service error names, so that a form can show each message.
+
+    A service names one field with ``details={"field": ...}`` or many (a file import)
+    with ``details={"errors": [{"field", "message", "message_en"}, ...]}``.
+    """
+    if not error.details:
+        return None
+    if "errors" in error.details:
+        return [
+            ErrorDetail(
+                field=str(item["field"]),
+                type=str(item.get("type", error.code)),
+                message=str(item["message"]),
+                message_en=str(item["message_en"]),
+            )
+            for item in error.details["errors"]
+        ]
+    if "field" in error.details:
+        return [
+            ErrorDetail(
+                field=f"body.{error.details['field']}",
+                type=error.code,
+                message=error.message,
+                message_en=error.message_en,
+            )
+        ]
+    return None
 
 
 async def _handle_validation_error(request: Request, error: Exception) -> JSONResponse:

@@ -10,10 +10,11 @@ placeholder or short secret key is rejected at startup.
 """
 
 import os
+from datetime import date
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "ZHIGUI_"
@@ -211,6 +212,24 @@ class ServerSettings(BaseSettings):
         description="longest time in ms a message waits for its batch to fill before commit",
     )
 
+    # --- Procurement reports ---
+    report_year_start: str = Field(
+        default="01-01",
+        pattern=r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$",
+        description="first day (MM-DD) of the reporting year over which 累计 is summed",
+    )
+
+    @field_validator("report_year_start")
+    @classmethod
+    def _check_year_start(cls, value: str) -> str:
+        month, day = value.split("-")
+        try:
+            # A year without 29 February, so that every year has the day.
+            date(2001, int(month), int(day))
+        except ValueError as error:
+            raise ValueError(f"{value} is not a day that every year has") from error
+        return value
+
     @model_validator(mode="after")
     def _check_mode_requirements(self) -> Self:
         if self.mode == "development":
@@ -234,6 +253,11 @@ class ServerSettings(BaseSettings):
                     f"{ENV_PREFIX}MQTT_PASSWORD is rejected in production mode: {problem}"
                 )
         return self
+
+    @property
+    def report_year_start_month_day(self) -> tuple[int, int]:
+        month, day = self.report_year_start.split("-")
+        return int(month), int(day)
 
     @property
     def broker_configured(self) -> bool:

@@ -2,8 +2,9 @@
 
 ``BatchStore.commit`` validates every message and puts those it cannot accept into the
 dead-letter table. It inserts sales and events with ``ON CONFLICT DO NOTHING`` on
-(kiosk_id, sale_id) and (kiosk_id, event_id), settles the purchase of every new sale, and
-moves purchase sessions on from session_state and command_rejected events. Then it runs
+(kiosk_id, sale_id) and (kiosk_id, event_id), settles the purchase of every new sale, posts
+it to its school's procurement totals, and moves purchase sessions on from session_state
+and command_rejected events. Then it runs
 the registered hooks and commits. It returns the acknowledgements to send, which the worker
 publishes only after the commit: one per accepted message, duplicates included, because
 the cabinet resends until it receives one.
@@ -40,6 +41,14 @@ from fleet_server.models.ingest import DEAD_LETTER_EXCERPT_BYTES
 from fleet_server.services.campus_wallet import CampusWalletProvider
 from fleet_server.services.payments import PaymentProvider
 from fleet_server.services.planograms import parse_planogram_product_id
+from fleet_server.services.procurement_posting import (
+    CertifiedProduct,
+    PricedLine,
+    cabinet_schools,
+    current_county_codes,
+    post,
+    sale_postings,
+)
 from fleet_server.services.purchases import apply_cabinet_event
 from fleet_server.services.sales import lock_purchases, settle_sale, settled_purchase_ids
 from fleet_server.services.sql import bulk_insert
@@ -93,6 +102,7 @@ class _CatalogProduct:
     id: int
     name: str
     source_county_id: int
+    certified: CertifiedProduct
 
 
 def payload_excerpt(payload: bytes) -> str:
@@ -372,7 +382,8 @@ class BatchStore:
             return
 
         self._insert_lines(db, new_sales, products)
-        self._settle(db, new_sales, cabinet_ids, known_sessions, provider)
+        captured = self._settle(db, new_sales, cabinet_ids, known_sessions, provider)
+        self._post_procurement(db, new_sales, cabinet_ids, products, captured)
         for _, item, _ in new_sales:
             for handler in self._hooks.sale_handlers:
                 _run_hook(db, handler, item.record, item.message.received_at)
@@ -387,11 +398,23 @@ class BatchStore:
         if not product_ids:
             return {}
         rows = db.execute(
-            select(Product.id, Product.name, Product.source_county_id).where(
-                Product.id.in_(product_ids)
-            )
+            select(
+                Product.id,
+                Product.name,
+                Product.source_county_id,
+                Product.valid_from,
+                Product.valid_until,
+            ).where(Product.id.in_(product_ids))
         )
-        return {row.id: _CatalogProduct(row.id, row.name, row.source_county_id) for row in rows}
+        return {
+            row.id: _CatalogProduct(
+                row.id,
+                row.name,
+                row.source_county_id,
+                CertifiedProduct(row.id, row.source_county_id, row.valid_from, row.valid_until),
+            )
+            for row in rows
+        }
 
     def _insert_lines(
         self,
@@ -427,18 +450,20 @@ class BatchStore:
         cabinet_ids: dict[str, int],
         known_sessions: set[uuid.UUID],
         provider: PaymentProvider,
-    ) -> None:
+    ) -> dict[int, int]:
+        """Settle the sales that name a purchase session; return sale pk -> captured fen."""
         with_session = [
             entry for entry in new_sales if entry[1].record.session_id in known_sessions
         ]
         if not with_session:
-            return
+            return {}
         purchase_ids = {item.record.session_id for _, item, _ in with_session}
         purchases = lock_purchases(db, purchase_ids)
         provider.lock_holds([purchase.hold_id for purchase in purchases.values()])
         settled = settled_purchase_ids(db, purchase_ids)
 
-        updates = []
+        updates: list[dict[str, Any]] = []
+        captured: dict[int, int] = {}
         for sale_pk, item, reasons in with_session:
             record = item.record
             purchase = purchases.get(record.session_id)
@@ -452,6 +477,7 @@ class BatchStore:
             )
             if settlement.purchase_session_id is not None:
                 settled.add(settlement.purchase_session_id)
+            captured[sale_pk] = settlement.captured_fen
             all_reasons = reasons + [reason.value for reason in settlement.review_reasons]
             updates.append(
                 {
@@ -475,6 +501,42 @@ class BatchStore:
             ),
             updates,
         )
+        return captured
+
+    def _post_procurement(
+        self,
+        db: Session,
+        new_sales: list[tuple[int, ValidSale, list[str]]],
+        cabinet_ids: dict[str, int],
+        products: dict[int, _CatalogProduct],
+        captured: dict[int, int],
+    ) -> None:
+        """Post the new sales to their schools' procurement totals."""
+        schools = cabinet_schools(db, {cabinet_ids[item.kiosk_id] for _, item, _ in new_sales})
+        county_codes = current_county_codes(db)
+        postings = []
+        for sale_pk, item, _ in new_sales:
+            school_id = schools.get(cabinet_ids[item.kiosk_id])
+            if school_id is None:
+                continue
+            lines = []
+            for line in item.record.lines:
+                product = products.get(parse_planogram_product_id(line.product_id) or -1)
+                lines.append(
+                    PricedLine(
+                        product.certified if product else None, line.amount_fen, line.quantity
+                    )
+                )
+            postings.extend(
+                sale_postings(
+                    school_id=school_id,
+                    recorded_at=item.record.recorded_at,
+                    lines=lines,
+                    captured_fen=captured.get(sale_pk, 0),
+                    county_codes=county_codes,
+                )
+            )
+        post(db, postings)
 
 
 ValidT = TypeVar("ValidT", ValidSale, ValidEvent)

@@ -25,6 +25,16 @@ from fleet_server.models.operations import (
     PlanogramShelf,
     StockSource,
 )
+from fleet_server.models.procurement import (
+    EntrySource,
+    NotCountingReason,
+    ProcurementChannel,
+    ProcurementDailyTotal,
+    ProcurementEntry,
+    ProcurementReport,
+    ReportStatus,
+    VoucherFile,
+)
 from fleet_server.models.products import Product
 from fleet_server.models.purchases import ACTIVE_STATES, PurchaseSession, PurchaseState
 from fleet_server.models.registry import (
@@ -63,9 +73,11 @@ __all__ = [
     "CountyCode",
     "CountyLevel",
     "DeadLetter",
+    "EntrySource",
     "HoldStatus",
     "KioskEventRecord",
     "LocationType",
+    "NotCountingReason",
     "OfflineReason",
     "Operator",
     "PaymentHold",
@@ -73,9 +85,14 @@ __all__ = [
     "Planogram",
     "PlanogramLine",
     "PlanogramShelf",
+    "ProcurementChannel",
+    "ProcurementDailyTotal",
+    "ProcurementEntry",
+    "ProcurementReport",
     "Product",
     "PurchaseSession",
     "PurchaseState",
+    "ReportStatus",
     "Role",
     "Sale",
     "SaleLine",
@@ -86,6 +103,7 @@ __all__ = [
     "StockSource",
     "TransactionKind",
     "User",
+    "VoucherFile",
     "Wallet",
     "WalletTransaction",
     "school_designated_counties",

@@ -8,7 +8,8 @@ Rounding rule, the same everywhere in the report:
 1. A total is rounded half up: ``fen / 10,000`` to the nearest whole unit,
    halves away from zero.
 2. The rows under a total are apportioned by the largest remainder method:
-   each row gets its amount rounded down, and the units still missing to
+   each row gets its amount rounded down (toward minus infinity, so a
+   negative adjustment works the same way), and the units still missing to
    reach the rounded total go one each to the rows with the largest dropped
    remainders (ties to the earlier row). So the displayed rows always add up
    to the displayed total, and no row is more than 0.01 万元 from its exact
@@ -40,11 +41,10 @@ def wan_yuan(fen: int) -> Decimal:
 def apportion(rows_fen: list[int]) -> tuple[list[Decimal], Decimal]:
     """Return the rows and their total in 万元 so that the rows add up to the total.
 
-    Rows must not be negative; a report's rows are amounts, and adjustments
-    that reduce a week are shown as their own signed line.
+    Rows may be negative (a refund or a voided entry carried as an adjustment).
+    The rounded total is never below the sum of the floors nor more than one
+    unit per row above it, so the missing units always fit.
     """
-    if any(fen < 0 for fen in rows_fen):
-        raise ValueError("apportion() takes non-negative amounts")
     total_units = round_half_up_units(sum(rows_fen))
     floors = [fen // FEN_PER_UNIT for fen in rows_fen]
     missing = total_units - sum(floors)

@@ -24,6 +24,9 @@ OBJECT_NAMES: dict[str, tuple[str, str]] = {
     "county": ("贫困县", "Poverty county"),
     "product": ("扶贫产品", "Certified product"),
     "user": ("用户", "User"),
+    "procurement_entry": ("台账记录", "Ledger entry"),
+    "voucher_file": ("凭证文件", "Voucher file"),
+    "report": ("采购信息表", "Procurement report"),
 }
 
 

@@ -13,6 +13,7 @@ from fleet_server.models import (
     Cabinet,
     County,
     HoldStatus,
+    Product,
     PurchaseSession,
     PurchaseState,
     Role,
@@ -27,6 +28,14 @@ from fleet_server.services.audit import record_audit
 from fleet_server.services.errors import InvalidInputError, PermissionDeniedError
 from fleet_server.services.pagination import PageResult, fetch_page
 from fleet_server.services.payments import PaymentError, PaymentProvider
+from fleet_server.services.procurement_posting import (
+    CertifiedProduct,
+    PricedLine,
+    cabinet_schools,
+    current_county_codes,
+    post,
+    refund_postings,
+)
 from fleet_server.services.purchase_errors import (
     PaymentRejectedError,
     PurchaseFlowError,
@@ -345,6 +354,7 @@ def refund_sale(
     except PaymentError as error:
         raise PaymentRejectedError.from_payment_error(error) from error
 
+    _post_refund(session, sale, amount_fen, line_records)
     before = {"refunded_fen": sale.refunded_fen}
     sale.refunded_fen += amount_fen
     refund = SaleRefund(
@@ -373,6 +383,57 @@ def refund_sale(
     session.flush()
     logger.info("refunded %d fen of sale %s (%s)", amount_fen, sale.sale_id, reference)
     return refund, True
+
+
+def _post_refund(
+    session: Session, sale: Sale, amount_fen: int, line_records: list[dict[str, int]] | None
+) -> None:
+    """Take the refund back out of the school's procurement totals, on the sale's day."""
+    school_id = cabinet_schools(session, [sale.cabinet_id]).get(sale.cabinet_id)
+    if school_id is None:
+        return
+    products = {
+        product.id: product
+        for product in session.scalars(
+            select(Product).where(
+                Product.id.in_({line.product_id for line in sale.lines if line.product_id})
+            )
+        )
+    }
+    priced = []
+    for line in sale.lines:
+        product = products.get(line.product_id) if line.product_id is not None else None
+        priced.append(
+            PricedLine(
+                CertifiedProduct(
+                    product.id, product.source_county_id, product.valid_from, product.valid_until
+                )
+                if product is not None
+                else None,
+                line.amount_fen,
+                line.quantity,
+            )
+        )
+    refunded_lines: dict[int, int] | None = None
+    if line_records is not None:
+        index_of = {line.id: index for index, line in enumerate(sale.lines)}
+        refunded_lines = {}
+        for record in line_records:
+            index = index_of[record["line_id"]]
+            refunded_lines[index] = refunded_lines.get(index, 0) + record["amount_fen"]
+    post(
+        session,
+        refund_postings(
+            school_id=school_id,
+            recorded_at=sale.recorded_at,
+            lines=priced,
+            captured_fen=sale.captured_fen,
+            refunded_before_fen=sale.refunded_fen,
+            refund_fen=amount_fen,
+            refunded_lines=refunded_lines,
+            county_codes=current_county_codes(session),
+        ),
+    )
 
 
 def _repeated_refund(existing: SaleRefund, *, sale: Sale, amount_fen: int | None) -> SaleRefund:

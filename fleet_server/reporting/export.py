@@ -1,0 +1,378 @@
+"""Weekly reports as Excel workbooks (Chinese headers) and CSV files.
+
+The 万元 cells hold the same figures as the API (the rows apportioned to the rounded
+total), as numbers with two decimals; the yuan cells hold the exact amounts. CSV files
+are UTF-8 with a byte order mark, which Excel needs to read Chinese text.
+"""
+
+import csv
+import io
+from collections.abc import Sequence
+from decimal import Decimal
+
+from openpyxl import Workbook
+from openpyxl.styles import Alignment, Font
+from openpyxl.utils import get_column_letter
+from openpyxl.worksheet.worksheet import Worksheet
+
+from fleet_server.schemas.procurement import (
+    CHANNEL_NAMES,
+    REASON_NAMES,
+    CountyTotals,
+    Overview,
+    OverviewRow,
+    Rankings,
+    ReportPublic,
+)
+
+SCHOOL_TYPE_NAMES = {"undergraduate": "本科", "vocational": "高职"}
+STATUS_NAMES = {"draft": "草稿（未报送）", "submitted": "已报送", "seen": "省级已签收"}
+WAN_FORMAT = "0.00"
+YUAN_FORMAT = "#,##0.00"
+TITLE_FONT = Font(bold=True, size=14)
+HEADER_FONT = Font(bold=True)
+
+
+def _wan(text: str) -> Decimal:
+    return Decimal(text)
+
+
+def _yuan(fen: int) -> Decimal:
+    return Decimal(fen) / 100
+
+
+def _header(sheet: Worksheet, headers: Sequence[str]) -> None:
+    sheet.append(list(headers))
+    for cell in sheet[sheet.max_row]:
+        cell.font = HEADER_FONT
+        cell.alignment = Alignment(horizontal="center", wrap_text=True)
+
+
+def _format_row(sheet: Worksheet, formats: dict[int, str]) -> None:
+    for column, number_format in formats.items():
+        sheet.cell(row=sheet.max_row, column=column).number_format = number_format
+
+
+def _widths(sheet: Worksheet, widths: Sequence[int]) -> None:
+    for index, width in enumerate(widths, start=1):
+        sheet.column_dimensions[get_column_letter(index)].width = width
+
+
+def _save(workbook: Workbook) -> bytes:
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+def report_workbook(report: ReportPublic) -> bytes:
+    """Return one school's weekly report (采购信息表) as an .xlsx file."""
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.title = "采购信息表"
+    school = report.school
+    sheet.append([f"{school.name} 面向采购和消费扶贫采购信息表"])
+    sheet["A1"].font = TITLE_FONT
+    sheet.append([f"统计周期：{report.week} 至 {report.week_end}；报送截止：{report.due}"])
+    status = STATUS_NAMES[report.status.value]
+    submitted = f"；报送时间：{report.submitted_at:%Y-%m-%d %H:%M}" if report.submitted_at else ""
+    sheet.append([f"状态：{status}{submitted}；金额单位：万元（两位小数，四舍五入）"])
+    sheet.append([])
+
+    counties = "、".join(row.county_name for row in report.by_county) or "—"
+    cabinet = next((row for row in report.by_channel if row.channel.value == "cabinet"), None)
+    _header(
+        sheet,
+        [
+            "序号",
+            "学校名称",
+            "学校类别",
+            "统计周期（起）",
+            "统计周期（止）",
+            "本期采购量（万元）",
+            "累计采购量（万元）",
+            "其中消费扶贫专柜销售（本期，万元）",
+            "其中往期调整（万元）",
+            "产品来源（县/区）",
+            "备注",
+        ],
+    )
+    sheet.append(
+        [
+            1,
+            school.name,
+            SCHOOL_TYPE_NAMES[school.school_type.value],
+            report.week,
+            report.week_end,
+            _wan(report.period_wan),
+            _wan(report.year_to_date_wan),
+            _wan(cabinet.period_wan) if cabinet else Decimal("0.00"),
+            _wan(report.adjustment_wan),
+            counties,
+            f"累计自 {report.year_start} 起",
+        ]
+    )
+    _format_row(
+        sheet,
+        {
+            4: "yyyy-mm-dd",
+            5: "yyyy-mm-dd",
+            6: WAN_FORMAT,
+            7: WAN_FORMAT,
+            8: WAN_FORMAT,
+            9: WAN_FORMAT,
+        },
+    )
+    sheet.append([])
+
+    sheet.append(["按产品来源县"])
+    sheet.cell(row=sheet.max_row, column=1).font = HEADER_FONT
+    _header(
+        sheet,
+        [
+            "序号",
+            "产品来源（县/区）",
+            "区划代码",
+            "本期采购量（万元）",
+            "累计采购量（万元）",
+            "本期金额（元）",
+            "累计金额（元）",
+        ],
+    )
+    for number, row in enumerate(report.by_county, start=1):
+        sheet.append(
+            [
+                number,
+                row.county_name,
+                row.county_code,
+                _wan(row.period_wan),
+                _wan(row.year_to_date_wan),
+                _yuan(row.period_fen),
+                _yuan(row.year_to_date_fen),
+            ]
+        )
+        _format_row(sheet, {4: WAN_FORMAT, 5: WAN_FORMAT, 6: YUAN_FORMAT, 7: YUAN_FORMAT})
+    sheet.append(
+        [
+            "合计",
+            "",
+            "",
+            _wan(report.period_wan),
+            _wan(report.year_to_date_wan),
+            _yuan(report.period_fen),
+            _yuan(report.year_to_date_fen),
+        ]
+    )
+    _format_row(sheet, {4: WAN_FORMAT, 5: WAN_FORMAT, 6: YUAN_FORMAT, 7: YUAN_FORMAT})
+    sheet.append([])
+
+    sheet.append(["按采购渠道"])
+    sheet.cell(row=sheet.max_row, column=1).font = HEADER_FONT
+    _header(
+        sheet,
+        [
+            "序号",
+            "采购渠道",
+            "",
+            "本期采购量（万元）",
+            "累计采购量（万元）",
+            "本期金额（元）",
+            "累计金额（元）",
+        ],
+    )
+    for number, channel_row in enumerate(report.by_channel, start=1):
+        sheet.append(
+            [
+                number,
+                channel_row.channel_name,
+                "",
+                _wan(channel_row.period_wan),
+                _wan(channel_row.year_to_date_wan),
+                _yuan(channel_row.period_fen),
+                _yuan(channel_row.year_to_date_fen),
+            ]
+        )
+        _format_row(sheet, {4: WAN_FORMAT, 5: WAN_FORMAT, 6: YUAN_FORMAT, 7: YUAN_FORMAT})
+    sheet.append([])
+
+    sheet.append(["往期调整（已报送周次的迟到记录，按原采购日期列出）"])
+    sheet.cell(row=sheet.max_row, column=1).font = HEADER_FONT
+    _header(
+        sheet, ["序号", "原采购日期", "采购渠道", "产品来源（县/区）", "金额（元）", "是否计入"]
+    )
+    for number, adjustment in enumerate(report.adjustments, start=1):
+        sheet.append(
+            [
+                number,
+                adjustment.occurred_on,
+                CHANNEL_NAMES[adjustment.channel][0],
+                adjustment.county_name or "—",
+                _yuan(adjustment.amount_fen),
+                "计入"
+                if adjustment.counts
+                else REASON_NAMES[adjustment.reason][0]
+                if adjustment.reason
+                else "不计入",
+            ]
+        )
+        _format_row(sheet, {2: "yyyy-mm-dd", 5: YUAN_FORMAT})
+    if not report.adjustments:
+        sheet.append(["无"])
+    sheet.append([])
+
+    sheet.append(["不计入采购量的金额"])
+    sheet.cell(row=sheet.max_row, column=1).font = HEADER_FONT
+    _header(sheet, ["序号", "原因", "采购渠道", "", "金额（元）"])
+    for number, excluded in enumerate(report.not_counting, start=1):
+        sheet.append(
+            [
+                number,
+                excluded.reason_name,
+                CHANNEL_NAMES[excluded.channel][0],
+                "",
+                _yuan(excluded.amount_fen),
+            ]
+        )
+        _format_row(sheet, {5: YUAN_FORMAT})
+    if not report.not_counting:
+        sheet.append(["无"])
+
+    _widths(sheet, [8, 26, 14, 20, 20, 18, 18, 22, 18, 30, 24])
+    return _save(workbook)
+
+
+def report_csv(report: ReportPublic) -> bytes:
+    """Return the report's rows by county, and its totals, as CSV."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(
+        [
+            "学校名称",
+            "学校类别",
+            "统计周期（起）",
+            "统计周期（止）",
+            "产品来源（县/区）",
+            "区划代码",
+            "本期采购量（万元）",
+            "累计采购量（万元）",
+            "本期金额（元）",
+            "累计金额（元）",
+        ]
+    )
+    base = [
+        report.school.name,
+        SCHOOL_TYPE_NAMES[report.school.school_type.value],
+        report.week.isoformat(),
+        report.week_end.isoformat(),
+    ]
+    for row in report.by_county:
+        writer.writerow(
+            [
+                *base,
+                row.county_name,
+                row.county_code,
+                row.period_wan,
+                row.year_to_date_wan,
+                f"{_yuan(row.period_fen):.2f}",
+                f"{_yuan(row.year_to_date_fen):.2f}",
+            ]
+        )
+    writer.writerow(
+        [
+            *base,
+            "合计",
+            "",
+            report.period_wan,
+            report.year_to_date_wan,
+            f"{_yuan(report.period_fen):.2f}",
+            f"{_yuan(report.year_to_date_fen):.2f}",
+        ]
+    )
+    return ("\ufeff" + buffer.getvalue()).encode("utf-8")
+
+
+def _overview_rows(sheet: Worksheet, rows: Sequence[OverviewRow], *, ranked: bool) -> None:
+    _header(
+        sheet,
+        [
+            "名次" if ranked else "序号",
+            "学校名称",
+            "学校类别",
+            "状态",
+            "报送时间",
+            "是否逾期",
+            "本期采购量（万元）",
+            "累计采购量（万元）",
+        ],
+    )
+    for number, row in enumerate(rows, start=1):
+        sheet.append(
+            [
+                row.rank if ranked else number,
+                row.school.name,
+                SCHOOL_TYPE_NAMES[row.school.school_type.value],
+                STATUS_NAMES[row.status.value],
+                f"{row.submitted_at:%Y-%m-%d %H:%M}" if row.submitted_at else "",
+                "逾期" if row.late else "",
+                _wan(row.period_wan),
+                _wan(row.year_to_date_wan),
+            ]
+        )
+        _format_row(sheet, {7: WAN_FORMAT, 8: WAN_FORMAT})
+    _widths(sheet, [8, 30, 10, 16, 18, 10, 18, 18])
+
+
+def province_workbook(overview: Overview, ranking: Rankings, counties: CountyTotals) -> bytes:
+    """Return the province's week: every school, the rankings and the county totals."""
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.title = "各校报送情况"
+    sheet.append([f"全省高校面向采购周报汇总：{overview.week} 至 {overview.week_end}"])
+    sheet["A1"].font = TITLE_FONT
+    sheet.append([f"已报送 {overview.submitted} 所；逾期 {overview.late} 所；金额单位：万元"])
+    _overview_rows(sheet, overview.schools, ranked=False)
+    sheet.append(
+        ["合计", "", "", "", "", "", _wan(overview.period_wan), _wan(overview.year_to_date_wan)]
+    )
+    _format_row(sheet, {7: WAN_FORMAT, 8: WAN_FORMAT})
+
+    for title, rows in (
+        ("本科院校排名", ranking.undergraduate),
+        ("高职院校排名", ranking.vocational),
+    ):
+        ranked_sheet = workbook.create_sheet(title)
+        ranked_sheet.append([f"{title}（按累计采购量）：截至 {overview.week_end}"])
+        ranked_sheet["A1"].font = TITLE_FONT
+        _overview_rows(ranked_sheet, rows, ranked=True)
+
+    county_sheet = workbook.create_sheet("按产品来源县")
+    _header(
+        county_sheet,
+        [
+            "序号",
+            "产品来源（县/区）",
+            "区划代码",
+            "本期采购量（万元）",
+            "累计采购量（万元）",
+            "采购学校数",
+        ],
+    )
+    for number, county in enumerate(counties.counties, start=1):
+        county_sheet.append(
+            [
+                number,
+                county.county_name,
+                county.county_code,
+                _wan(county.period_wan),
+                _wan(county.year_to_date_wan),
+                county.schools,
+            ]
+        )
+        _format_row(county_sheet, {4: WAN_FORMAT, 5: WAN_FORMAT})
+    county_sheet.append(
+        ["合计", "", "", _wan(counties.period_wan), _wan(counties.year_to_date_wan), ""]
+    )
+    _format_row(county_sheet, {4: WAN_FORMAT, 5: WAN_FORMAT})
+    _widths(county_sheet, [8, 20, 12, 18, 18, 12])
+    return _save(workbook)
