@@ -14,6 +14,7 @@ from fleet_server.api.routes import (
     alerts,
     api_router,
     fleet,
+    planning,
     planograms,
     procurement,
     provisioning,
@@ -80,7 +81,13 @@ def create_app(
     app.include_router(api_router)
     for router in (provisioning.router, planograms.router, fleet.router, alerts.router):
         app.include_router(router, prefix=API_PREFIX)
-    for router in (purchases.router, wallets.router, sales.router, procurement.router):
+    for router in (
+        purchases.router,
+        wallets.router,
+        sales.router,
+        procurement.router,
+        planning.router,
+    ):
         app.include_router(router, prefix=API_PREFIX)
 
     @app.get(f"{API_PREFIX}/health", tags=["health"])

@@ -25,6 +25,7 @@ from fleet_server.models.operations import (
     PlanogramShelf,
     StockSource,
 )
+from fleet_server.models.planning import PlacementPlan, PlanStatus
 from fleet_server.models.procurement import (
     EntrySource,
     NotCountingReason,
@@ -82,6 +83,8 @@ __all__ = [
     "Operator",
     "PaymentHold",
     "Placement",
+    "PlacementPlan",
+    "PlanStatus",
     "Planogram",
     "PlanogramLine",
     "PlanogramShelf",

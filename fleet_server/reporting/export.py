@@ -15,6 +15,7 @@ from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
+from fleet_server.schemas.planning import ProvincePlans, Recommendation
 from fleet_server.schemas.procurement import (
     CHANNEL_NAMES,
     REASON_NAMES,
@@ -375,4 +376,95 @@ def province_workbook(overview: Overview, ranking: Rankings, counties: CountyTot
     )
     _format_row(county_sheet, {4: WAN_FORMAT, 5: WAN_FORMAT})
     _widths(county_sheet, [8, 20, 12, 18, 18, 12])
+    return _save(workbook)
+
+
+LOCATION_TYPE_NAMES = {
+    "dormitory": "学生公寓",
+    "canteen": "学生食堂",
+    "library": "图书馆",
+    "sports_venue": "体育场馆",
+    "staff_living": "教职工生活区",
+    "other": "其他",
+}
+
+
+def plan_workbook(school_name: str, plan: Recommendation) -> bytes:
+    """Return a school's placement plan with each number's explanation, as .xlsx."""
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.title = "点位规划"
+    sheet.append([f"{school_name} 消费扶贫智能专柜点位规划"])
+    sheet["A1"].font = TITLE_FONT
+    sheet.append([f"在校生 {plan.enrollment} 人；规划 {plan.total} 台：{plan.total_explanation}"])
+    sheet.append([f"已安装 {plan.installed} 台，其中在线 {plan.online} 台"])
+    sheet.append([])
+    _header(sheet, ["序号", "点位类型", "规划台数", "说明"])
+    for number, row in enumerate(plan.by_type, start=1):
+        sheet.append(
+            [number, LOCATION_TYPE_NAMES[row.location_type.value], row.count, row.explanation]
+        )
+    sheet.append([])
+    _header(sheet, ["序号", "建筑", "点位类型", "规划台数", "已安装", "在线", "待安装", "说明"])
+    for number, building in enumerate(plan.by_building, start=1):
+        sheet.append(
+            [
+                number,
+                building.building_name,
+                LOCATION_TYPE_NAMES[building.location_type.value],
+                building.count,
+                building.installed,
+                building.online,
+                building.to_install,
+                building.explanation,
+            ]
+        )
+    sheet.append(
+        [
+            "合计",
+            "",
+            "",
+            plan.total,
+            plan.installed,
+            plan.online,
+            sum(building.to_install for building in plan.by_building),
+            "",
+        ]
+    )
+    _widths(sheet, [8, 26, 14, 10, 10, 10, 10, 60])
+    return _save(workbook)
+
+
+def province_plans_workbook(plans: ProvincePlans) -> bytes:
+    """Return every school's plan against installed and online cabinets, as .xlsx."""
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.title = "全省点位规划"
+    sheet.append(
+        [
+            f"全省消费扶贫智能专柜规划：目标 {plans.target} 台，"
+            f"已规划 {plans.planned} 台，已安装 {plans.installed} 台，在线 {plans.online} 台"
+        ]
+    )
+    sheet["A1"].font = TITLE_FONT
+    _header(
+        sheet, ["序号", "学校名称", "学校类别", "在校生", "规划台数", "报送时间", "已安装", "在线"]
+    )
+    for number, row in enumerate(plans.schools, start=1):
+        sheet.append(
+            [
+                number,
+                row.school_name,
+                SCHOOL_TYPE_NAMES[row.school_type],
+                row.enrollment,
+                row.planned if row.planned is not None else "未报送",
+                f"{row.plan_submitted_at:%Y-%m-%d %H:%M}" if row.plan_submitted_at else "",
+                row.installed,
+                row.online,
+            ]
+        )
+    sheet.append(["合计", "", "", "", plans.planned, "", plans.installed, plans.online])
+    _widths(sheet, [8, 30, 10, 10, 10, 18, 10, 10])
     return _save(workbook)

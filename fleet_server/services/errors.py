@@ -27,6 +27,7 @@ OBJECT_NAMES: dict[str, tuple[str, str]] = {
     "procurement_entry": ("台账记录", "Ledger entry"),
     "voucher_file": ("凭证文件", "Voucher file"),
     "report": ("采购信息表", "Procurement report"),
+    "placement_plan": ("点位规划", "Placement plan"),
 }
 
 

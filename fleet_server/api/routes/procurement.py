@@ -54,7 +54,7 @@ def _year(settings: ServerSettings) -> reports.YearStart:
     return reports.YearStart(month, day)
 
 
-def _attachment(content: bytes, media_type: str, filename: str) -> Response:
+def attachment(content: bytes, media_type: str, filename: str) -> Response:
     # RFC 6266: an ASCII fallback name, and the UTF-8 name for browsers that read it.
     fallback = filename.encode("ascii", "replace").decode().replace("?", "_")
     return Response(
@@ -206,7 +206,7 @@ async def import_entries(
 )
 def import_template(actor: SchoolManagerActor) -> Response:
     """Download the Excel template for ledger imports, with Chinese headers."""
-    return _attachment(importing.template_workbook(), XLSX, "台账导入模板.xlsx")
+    return attachment(importing.template_workbook(), XLSX, "台账导入模板.xlsx")
 
 
 @router.post(
@@ -241,7 +241,7 @@ def download_voucher(
     session: SessionDep, actor: SchoolManagerActor, school_id: int, voucher_id: int
 ) -> Response:
     voucher = ledger.get_voucher(session, actor=actor, school_id=school_id, voucher_id=voucher_id)
-    return _attachment(voucher.content, voucher.content_type, voucher.filename)
+    return attachment(voucher.content, voucher.content_type, voucher.filename)
 
 
 # --- One school's weekly report ------------------------------------------------------------------
@@ -292,8 +292,8 @@ def export_report(
     report = _report(session, actor, settings, school_id, week)
     name = f"{report.school.name}_采购信息表_{report.week}"
     if format == "csv":
-        return _attachment(report_csv(report), "text/csv; charset=utf-8", f"{name}.csv")
-    return _attachment(report_workbook(report), XLSX, f"{name}.xlsx")
+        return attachment(report_csv(report), "text/csv; charset=utf-8", f"{name}.csv")
+    return attachment(report_workbook(report), XLSX, f"{name}.xlsx")
 
 
 @router.get(
@@ -465,4 +465,4 @@ def export_province_week(
     content = province_workbook(
         overview, _rankings(overview.week, views), _county_totals(overview.week, views)
     )
-    return _attachment(content, XLSX, f"全省面向采购周报_{overview.week}.xlsx")
+    return attachment(content, XLSX, f"全省面向采购周报_{overview.week}.xlsx")
