@@ -25,6 +25,7 @@ from fleet_server.api.routes import (
 from fleet_server.core.config import ServerSettings
 from fleet_server.core.db import create_db_engine, create_session_factory
 from fleet_server.messaging.publisher import CommandPublisher
+from fleet_server.web.pages import install_pages
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ def create_app(
         planning.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
+
+    install_pages(app)
 
     @app.get(f"{API_PREFIX}/health", tags=["health"])
     def health() -> dict[str, str]:

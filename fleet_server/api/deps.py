@@ -21,6 +21,7 @@ from fleet_server.services.access import Actor
 from fleet_server.services.errors import PermissionDeniedError
 from fleet_server.services.pagination import MAX_PAGE_LIMIT
 from fleet_server.services.users import get_active_user
+from fleet_server.web.session import CSRF_HEADER, SESSION_COOKIE, csrf_matches
 
 ROLE_NAMES = {
     Role.STUDENT: "学生",
@@ -51,19 +52,47 @@ SettingsDep = Annotated[ServerSettings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _cookie_token(request: Request, settings: ServerSettings) -> str | None:
+    """Return the web pages' session token when the request may use it, else None.
+
+    Page scripts call the API with the session cookie. A request that changes something
+    must also carry the page's CSRF token, so that another site cannot make the browser
+    send one with the cookie attached.
+    """
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    if request.method in SAFE_METHODS:
+        return token
+    if csrf_matches(token, settings.resolved_secret_key, request.headers.get(CSRF_HEADER)):
+        return token
+    raise AuthenticationError(
+        code="csrf_token_invalid",
+        message="页面已过期，请刷新后重试",
+        message_en=f"Send the page's CSRF token in {CSRF_HEADER}, or a bearer token",
+    )
+
+
 def get_current_user(
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
-    if credentials is None:
+    token = credentials.credentials if credentials is not None else None
+    if token is None:
+        token = _cookie_token(request, settings)
+    if token is None:
         raise AuthenticationError(
             code="not_authenticated",
             message="请先登录",
             message_en="Sign in first: send Authorization: Bearer <access token>",
         )
     try:
-        claims = verify_token(credentials.credentials, secret=settings.resolved_secret_key)
+        claims = verify_token(token, secret=settings.resolved_secret_key)
     except TokenExpiredError as error:
         raise AuthenticationError(
             code="token_expired",
