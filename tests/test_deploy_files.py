@@ -1,0 +1,98 @@
+"""Checks of the deployment files that need no running service: systemd units and settings."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fleet_server.core.config import SettingsError, load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+DEPLOY = REPO / "deploy"
+SYSTEMD_DIR = DEPLOY / "systemd"
+# Programs that the units run, made as empty scripts in the throwaway root, because
+# `systemd-analyze verify` rejects a unit whose ExecStart= program does not exist.
+UNIT_PROGRAMS = (
+    "opt/zhigui/venv/bin/fleet-server",
+    "opt/zhigui/venv/bin/kiosk-agent",
+    "usr/sbin/mosquitto",
+    "bin/mkdir",
+    "bin/chown",
+    "bin/kill",
+)
+SYSTEM_UNITS = Path("/usr/lib/systemd/system")
+
+
+@pytest.fixture
+def unit_root(tmp_path: Path) -> Path:
+    """Return a file system root with systemd's own units and the deploy/systemd files.
+
+    The units are checked inside this root, so the check neither needs nor changes the
+    units installed on this machine.
+    """
+    if shutil.which("systemd-analyze") is None or not SYSTEM_UNITS.is_dir():
+        pytest.skip("systemd-analyze not installed: apt-get install systemd")
+    shutil.copytree(SYSTEM_UNITS, tmp_path / "usr/lib/systemd/system", symlinks=True)
+    for program in UNIT_PROGRAMS:
+        path = tmp_path / program
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/bin/sh\n")
+        path.chmod(0o755)
+    units = tmp_path / "etc/systemd/system"
+    units.mkdir(parents=True)
+    for unit in SYSTEMD_DIR.glob("*.service"):
+        shutil.copy(unit, units / unit.name)
+    drop_ins = units / "mosquitto.service.d"
+    shutil.copytree(SYSTEMD_DIR / "mosquitto.service.d", drop_ins)
+    # The start and reload lines of Debian's mosquitto.service, which the drop-in extends.
+    (units / "mosquitto.service").write_text(
+        "[Unit]\nDescription=Mosquitto MQTT Broker\n\n[Service]\nType=notify\n"
+        "ExecStart=/usr/sbin/mosquitto -c /etc/mosquitto/mosquitto.conf\n"
+        "ExecReload=/bin/kill -HUP $MAINPID\n"
+    )
+    return tmp_path
+
+
+def test_units_pass_systemd_verify(unit_root: Path) -> None:
+    units = [
+        "zhigui-server.service",
+        "zhigui-ingest@1.service",
+        "zhigui-agent.service",
+        "mosquitto.service",
+    ]
+
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=false", f"--root={unit_root}", *units],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    # verify exits 0 for unknown keys and unparsable values, and only prints them.
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("unit", ["zhigui-server.service", "zhigui-ingest@.service"])
+def test_server_units_read_settings_file(unit: str) -> None:
+    lines = (SYSTEMD_DIR / unit).read_text().splitlines()
+
+    assert "EnvironmentFile=/etc/zhigui/server.env" in lines
+    assert "User=zhigui" in lines
+    assert "Restart=on-failure" in lines
+    assert "NoNewPrivileges=true" in lines
+    assert "ProtectSystem=strict" in lines
+
+
+def test_ingest_unit_runs_without_monitoring() -> None:
+    lines = (SYSTEMD_DIR / "zhigui-ingest@.service").read_text().splitlines()
+
+    assert "ExecStart=/opt/zhigui/venv/bin/fleet-server ingest" in lines
+    assert "Environment=ZHIGUI_INGEST_MONITORING=false" in lines
+
+
+def test_env_example_rejected_unchanged() -> None:
+    with pytest.raises(SettingsError, match="ZHIGUI_SECRET_KEY"):
+        load_settings(DEPLOY / "server.env.example")
