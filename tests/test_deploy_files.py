@@ -1,10 +1,12 @@
-"""Checks of the deployment files that need no running service: systemd units and settings."""
+"""Checks of the deployment files that need no running service: units, settings, compose."""
 
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from fleet_server.core.config import SettingsError, load_settings
 
@@ -96,3 +98,91 @@ def test_ingest_unit_runs_without_monitoring() -> None:
 def test_env_example_rejected_unchanged() -> None:
     with pytest.raises(SettingsError, match="ZHIGUI_SECRET_KEY"):
         load_settings(DEPLOY / "server.env.example")
+
+
+# --- Compose stack --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """Return deploy/compose.yaml as YAML data, with its anchors and merge keys resolved."""
+    data: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text(encoding="utf-8"))
+    return data
+
+
+def test_compose_config_valid() -> None:
+    program = shutil.which("docker-compose")
+    if program is None:
+        pytest.skip("docker-compose not installed: apt-get install docker-compose")
+
+    result = subprocess.run(
+        [
+            program,
+            "--env-file",
+            str(DEPLOY / "compose.env.example"),
+            "--file",
+            str(DEPLOY / "compose.yaml"),
+            "config",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_workers_share_ingest(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    workers = [services["ingest-1"], services["ingest-2"]]
+
+    assert set(services) == {
+        "postgres",
+        "migrate",
+        "broker-config",
+        "mosquitto",
+        "api",
+        "ingest-1",
+        "ingest-2",
+    }
+    for worker in workers:
+        environment = worker["environment"]
+        assert worker["command"] == ["ingest"]
+        assert environment["ZHIGUI_INGEST_SHARED_SUBSCRIPTION"] == "true"
+        assert environment["ZHIGUI_INGEST_GROUP"] == "fleet-ingest"
+        assert environment["ZHIGUI_INGEST_MONITORING"] == "false"
+        assert environment["ZHIGUI_MQTT_HOST"] == "mosquitto"
+    assert services["api"]["environment"]["ZHIGUI_INGEST_GROUP"] == "fleet-ingest"
+
+
+def test_compose_migrates_before_serving(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    done = {"condition": "service_completed_successfully"}
+
+    assert services["migrate"]["command"] == ["migrate"]
+    assert services["api"]["command"][0] == "serve"
+    assert services["api"]["depends_on"]["migrate"] == done
+    assert services["ingest-1"]["depends_on"]["migrate"] == done
+    assert services["broker-config"]["depends_on"]["migrate"] == done
+    assert services["mosquitto"]["depends_on"]["broker-config"] == done
+
+
+def test_compose_broker_uses_deploy_conf(compose: dict[str, Any], tmp_path: Path) -> None:
+    mosquitto = compose["services"]["mosquitto"]
+    [script] = mosquitto["command"]
+    # Run the start-up script on the shipped file, with cat in place of the broker. Compose
+    # turns "$$" into "$" before it passes the script to the container's shell.
+    script = (
+        script.replace("$$", "$")
+        .replace("/etc/zhigui/mosquitto.conf", str(DEPLOY / "mosquitto" / "mosquitto.conf"))
+        .replace("/tmp/mosquitto.conf", str(tmp_path / "mosquitto.conf"))
+        .replace("exec /usr/sbin/mosquitto -c", "exec cat")
+    )
+
+    result = subprocess.run(["sh", "-ec", script], capture_output=True, text=True, check=False)
+
+    assert "./mosquitto/mosquitto.conf:/etc/zhigui/mosquitto.conf:ro" in mosquitto["volumes"]
+    assert result.returncode == 0, result.stderr
+    listeners = [line for line in result.stdout.splitlines() if line.startswith("listener ")]
+    assert listeners == ["listener 1883", "listener 8883"]
