@@ -1,4 +1,4 @@
-"""Checks of the deployment files that need no running service: units, settings, compose."""
+"""Checks of the deployment files that need no running service: units, settings, compose, guides."""
 
 import shutil
 import subprocess
@@ -8,10 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
+from deploy_helpers import DEPLOY, MOSQUITTO_CONF, REPO, certificate_commands
 from fleet_server.core.config import SettingsError, load_settings
 
-REPO = Path(__file__).resolve().parent.parent
-DEPLOY = REPO / "deploy"
 SYSTEMD_DIR = DEPLOY / "systemd"
 # Programs that the units run, made as empty scripts in the throwaway root, because
 # `systemd-analyze verify` rejects a unit whose ExecStart= program does not exist.
@@ -98,6 +97,15 @@ def test_ingest_unit_runs_without_monitoring() -> None:
 def test_env_example_rejected_unchanged() -> None:
     with pytest.raises(SettingsError, match="ZHIGUI_SECRET_KEY"):
         load_settings(DEPLOY / "server.env.example")
+
+
+@pytest.mark.parametrize("guide", ["production.md", "production.zh-CN.md"])
+def test_guide_repeats_certificate_commands(guide: str) -> None:
+    commands = certificate_commands(MOSQUITTO_CONF.read_text(encoding="utf-8"))
+    text = (REPO / "docs" / guide).read_text(encoding="utf-8")
+
+    assert len(commands) == 6
+    assert [command for command in commands if command not in text] == []
 
 
 # --- Compose stack --------------------------------------------------------------------------

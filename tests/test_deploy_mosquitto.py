@@ -32,15 +32,14 @@ from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy.orm import Session
 
 from conftest import find_free_port, find_mosquitto, skip_or_fail, stop_process, wait_for_port
+from deploy_helpers import DEPLOY, MOSQUITTO_CONF, certificate_commands
 from fleet_server.models import Building, Cabinet, LocationType, Operator, Placement, School
 from kiosk_agent.config import AgentSettings, load_settings
 from kiosk_agent.contract import Channel, kiosk_topic
 
 pytestmark = pytest.mark.mosquitto
 
-REPO = Path(__file__).resolve().parent.parent
-CONF_PATH = REPO / "deploy" / "mosquitto" / "mosquitto.conf"
-ENV_EXAMPLE_PATH = REPO / "deploy" / "server.env.example"
+ENV_EXAMPLE_PATH = DEPLOY / "server.env.example"
 LOOPBACK = "127.0.0.1"
 # The name the certificate is made for in the test, in place of mqtt.example.edu.cn.
 TLS_HOST = "localhost"
@@ -55,19 +54,6 @@ COMMAND_TIMEOUT_S = 60
 
 
 # --- Files of the deployment ----------------------------------------------------------------
-
-
-def certificate_commands(conf_text: str) -> list[str]:
-    """Return the shell commands that mosquitto.conf gives for making the TLS certificates."""
-    lines = conf_text.splitlines()
-    start = next(i for i, line in enumerate(lines) if "Make the CA and the server" in line)
-    commands: list[str] = []
-    for line in lines[start + 1 :]:
-        if line.startswith("#   "):
-            commands.append(line.removeprefix("#   "))
-        elif commands:
-            break
-    return commands
 
 
 def production_conf(conf_text: str, workdir: Path, plain_port: int, tls_port: int) -> str:
@@ -184,7 +170,7 @@ def make_deployment(workdir: Path) -> Deployment:
     workdir.chmod(0o755)
     (workdir / "data").mkdir()
     certs = workdir / "certs"
-    conf_text = CONF_PATH.read_text(encoding="utf-8")
+    conf_text = MOSQUITTO_CONF.read_text(encoding="utf-8")
 
     commands = certificate_commands(conf_text)
     assert any(command.startswith("openssl x509 -req") for command in commands), commands
