@@ -94,6 +94,7 @@ class DemoOptions:
     broker: str = "embedded"
     database_url: str | None = None
     exit_when_done: bool = False
+    summary_json: Path | None = None
 
     @property
     def purchase_count(self) -> int:
@@ -855,35 +856,86 @@ def summary_row(name: str, sales: int, server_fen: int, kept: int, truth_fen: in
     )
 
 
-def summarize(admin: Api, cabinets: list[DemoCabinet]) -> bool:
-    """Print the server's sales per school next to the ground truth; return whether all match."""
-    schools: dict[str, Counter[str]] = {}
-    for cabinet in cabinets:
-        totals = schools.setdefault(cabinet.school, Counter())
-        for sale in admin.list_all("/sales", kiosk_id=cabinet.kiosk_id):
-            totals["sales"] += 1
-            totals["server_fen"] += sale["total_fen"]
-        kept, value = ground_truth_fen(cabinet)
-        totals["kept"] += kept
-        totals["truth_fen"] += value
+@dataclass
+class SchoolTotals:
+    """Sales of one school as the server recorded them, next to the simulator's ground truth."""
 
+    school: str
+    sales: int = 0
+    server_fen: int = 0
+    # Packs that the students took and did not put back, by the boards' ground truth.
+    kept: int = 0
+    truth_fen: int = 0
+
+    @property
+    def matched(self) -> bool:
+        return self.server_fen == self.truth_fen
+
+
+def collect_totals(admin: Api, cabinets: list[DemoCabinet]) -> list[SchoolTotals]:
+    """Return each school's server totals and ground truth, in the order of the cabinets."""
+    schools: dict[str, SchoolTotals] = {}
+    for cabinet in cabinets:
+        totals = schools.setdefault(cabinet.school, SchoolTotals(cabinet.school))
+        for sale in admin.list_all("/sales", kiosk_id=cabinet.kiosk_id):
+            totals.sales += 1
+            totals.server_fen += sale["total_fen"]
+        kept, value = ground_truth_fen(cabinet)
+        totals.kept += kept
+        totals.truth_fen += value
+    return list(schools.values())
+
+
+def print_summary(schools: list[SchoolTotals]) -> None:
+    """Print the server's sales per school next to the ground truth, with a total row."""
     print("\nSales summary (server records vs. simulator ground truth, planogram prices):")
     header = f"  {'school':<{SCHOOL_COLUMN}} {'sales':>5} {'server total':>14} "
     print(header + f"{'packs kept':>10} {'ground truth':>14}  match")
-    overall: Counter[str] = Counter()
-    for school, totals in schools.items():
-        overall.update(totals)
+    for totals in schools:
         print(
             summary_row(
-                school, totals["sales"], totals["server_fen"], totals["kept"], totals["truth_fen"]
+                totals.school, totals.sales, totals.server_fen, totals.kept, totals.truth_fen
             )
         )
     print(
         summary_row(
-            "total", overall["sales"], overall["server_fen"], overall["kept"], overall["truth_fen"]
+            "total",
+            sum(totals.sales for totals in schools),
+            sum(totals.server_fen for totals in schools),
+            sum(totals.kept for totals in schools),
+            sum(totals.truth_fen for totals in schools),
         )
     )
-    return all(totals["server_fen"] == totals["truth_fen"] for totals in schools.values())
+
+
+def write_summary_json(path: Path, schools: list[SchoolTotals], options: DemoOptions) -> None:
+    """Write the summary for programs: amounts in integer fen, one entry per school.
+
+    The file contains ``{"seed", "broker", "database", "matched", "schools": [{"school",
+    "sales", "server_fen", "kept", "truth_fen", "matched"}]}``. ``database`` is the
+    backend name only, because a database URL can contain a password.
+    """
+    database = "sqlite"
+    if options.database_url is not None:
+        database = options.database_url.split(":", 1)[0].split("+", 1)[0]
+    summary = {
+        "seed": options.seed,
+        "broker": options.broker,
+        "database": database,
+        "matched": all(totals.matched for totals in schools),
+        "schools": [
+            {
+                "school": totals.school,
+                "sales": totals.sales,
+                "server_fen": totals.server_fen,
+                "kept": totals.kept,
+                "truth_fen": totals.truth_fen,
+                "matched": totals.matched,
+            }
+            for totals in schools
+        ],
+    }
+    path.write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
 # --- Entry point ----------------------------------------------------------------------------
@@ -981,7 +1033,11 @@ def run_demo(options: DemoOptions) -> int:
         run_purchases(plans, cabinets, base_url)
         # The last sale may still be in ingest when its purchase reads completed.
         time.sleep(1.0)
-        matched = summarize(admin, cabinets)
+        school_totals = collect_totals(admin, cabinets)
+        print_summary(school_totals)
+        if options.summary_json is not None:
+            write_summary_json(options.summary_json, school_totals, options)
+        matched = all(totals.matched for totals in school_totals)
         print(f"\nfinished in {time.monotonic() - started:.0f} s", flush=True)
         if not options.exit_when_done:
             print(
@@ -1032,6 +1088,12 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="SQLAlchemy URL of an empty database (default: SQLite in the working directory)",
     )
+    parser.add_argument(
+        "--summary-json",
+        type=Path,
+        metavar="FILE",
+        help="also write the sales summary to FILE as JSON, with amounts in integer fen",
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> DemoOptions:
@@ -1049,4 +1111,5 @@ def options_from_args(args: argparse.Namespace) -> DemoOptions:
         broker=args.broker,
         database_url=args.database_url,
         exit_when_done=args.exit_when_done,
+        summary_json=args.summary_json,
     )
