@@ -2,4 +2,6 @@
 
 from fastapi import APIRouter
 
-AREA_ROUTERS: list[APIRouter] = []
+from fleet_server.web import province, school
+
+AREA_ROUTERS: list[APIRouter] = [school.router, province.router]

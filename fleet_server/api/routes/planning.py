@@ -87,7 +87,7 @@ def export_recommendation(
     return attachment(content, XLSX, f"{result.school.name}_点位规划.xlsx")
 
 
-def _province(session: SessionDep, actor: ProvinceAdminActor) -> ProvincePlans:
+def province_summary(session: SessionDep, actor: ProvinceAdminActor) -> ProvincePlans:
     rows = plans.province_plans(session, actor=actor)
     return ProvincePlans(
         planned=sum(row.plan.total for row in rows if row.plan is not None),
@@ -101,7 +101,7 @@ def _province(session: SessionDep, actor: ProvinceAdminActor) -> ProvincePlans:
 @router.get("/placement-plans", responses=error_responses(401, 403))
 def province_plans(session: SessionDep, actor: ProvinceAdminActor) -> ProvincePlans:
     """Every school's current plan, installed and online cabinets, against the target."""
-    return _province(session, actor)
+    return province_summary(session, actor)
 
 
 @router.get(
@@ -110,4 +110,6 @@ def province_plans(session: SessionDep, actor: ProvinceAdminActor) -> ProvincePl
     response_class=Response,
 )
 def export_province_plans(session: SessionDep, actor: ProvinceAdminActor) -> Response:
-    return attachment(province_plans_workbook(_province(session, actor)), XLSX, "全省点位规划.xlsx")
+    return attachment(
+        province_plans_workbook(province_summary(session, actor)), XLSX, "全省点位规划.xlsx"
+    )

@@ -356,7 +356,7 @@ def mark_report_seen(
 # --- The province's week -------------------------------------------------------------------------
 
 
-def _overview(
+def week_overview(
     session: Session,
     actor: Actor,
     settings: ServerSettings,
@@ -390,7 +390,7 @@ def _overview(
     return overview, views
 
 
-def _rankings(week: date, views: list[reports.ReportView]) -> Rankings:
+def week_rankings(week: date, views: list[reports.ReportView]) -> Rankings:
     ranked = reports.rankings(views)
     rows = {
         kind: [OverviewRow.from_view(view, rank) for rank, view in enumerate(ranked[kind], 1)]
@@ -403,7 +403,7 @@ def _rankings(week: date, views: list[reports.ReportView]) -> Rankings:
     )
 
 
-def _county_totals(week: date, views: list[reports.ReportView]) -> CountyTotals:
+def week_county_totals(week: date, views: list[reports.ReportView]) -> CountyTotals:
     rows = reports.county_totals(views)
     period, period_total = apportion([row["period_fen"] for row in rows])
     year, year_total = apportion([row["year_to_date_fen"] for row in rows])
@@ -430,7 +430,7 @@ def province_week(
     ] = False,
 ) -> Overview:
     """Every school's report of the week, submitted or draft, with the late ones marked."""
-    overview, _ = _overview(session, actor, settings, week, school_type, late_only)
+    overview, _ = week_overview(session, actor, settings, week, school_type, late_only)
     return overview
 
 
@@ -439,8 +439,8 @@ def province_rankings(
     session: SessionDep, settings: SettingsDep, actor: ProvinceAdminActor, week: date
 ) -> Rankings:
     """Schools ranked by 累计采购量, 本科 and 高职 apart."""
-    overview, views = _overview(session, actor, settings, week)
-    return _rankings(overview.week, views)
+    overview, views = week_overview(session, actor, settings, week)
+    return week_rankings(overview.week, views)
 
 
 @router.get("/procurement/weeks/{week}/counties", responses=error_responses(400, 401, 403, 422))
@@ -448,8 +448,8 @@ def province_counties(
     session: SessionDep, settings: SettingsDep, actor: ProvinceAdminActor, week: date
 ) -> CountyTotals:
     """Procurement by source county over every school."""
-    overview, views = _overview(session, actor, settings, week)
-    return _county_totals(overview.week, views)
+    overview, views = week_overview(session, actor, settings, week)
+    return week_county_totals(overview.week, views)
 
 
 @router.get(
@@ -461,8 +461,8 @@ def export_province_week(
     session: SessionDep, settings: SettingsDep, actor: ProvinceAdminActor, week: date
 ) -> Response:
     """Download the province's week as Excel: schools, rankings, counties."""
-    overview, views = _overview(session, actor, settings, week)
+    overview, views = week_overview(session, actor, settings, week)
     content = province_workbook(
-        overview, _rankings(overview.week, views), _county_totals(overview.week, views)
+        overview, week_rankings(overview.week, views), week_county_totals(overview.week, views)
     )
     return attachment(content, XLSX, f"全省面向采购周报_{overview.week}.xlsx")
