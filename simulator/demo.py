@@ -30,13 +30,14 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import httpx
 
+from fleet_server.reporting.periods import week_of
 from kiosk_agent.purchase_code import purchase_code, window_at
 from simulator.control import ControlClient
 
@@ -66,6 +67,11 @@ PACK_SPREAD = 0.002
 SETTLE_S = 0.5
 # Location type and building name, by number of the cabinet at its school.
 LOCATIONS = (("dormitory", "学生公寓 {} 号楼"), ("canteen", "第 {} 学生食堂"))
+# The campus each demo school gets before planning: beds of its dormitories and seats of
+# its canteens, which the placement planner splits the cabinets by.
+DORMITORY_BEDS = (1_200, 1_000, 900, 800, 1_100, 700)
+CANTEEN_SEATS = (1_500, 900)
+LIBRARY_SEATS = 2_000
 STARTUP_TIMEOUT_S = 60.0
 PURCHASE_STEP_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -390,6 +396,52 @@ def pick_schools(admin: Api, count: int, rng: random.Random) -> list[dict[str, A
     return sorted(rng.sample(pool, min(count, len(pool))), key=lambda school: school["id"])
 
 
+def build_campus(admin: Api, school: dict[str, Any]) -> list[dict[str, Any]]:
+    """Create the school's dormitories, canteens and library, with their sizes."""
+    buildings = []
+    for number, beds in enumerate(DORMITORY_BEDS, start=1):
+        buildings.append(
+            admin.post(
+                f"/schools/{school['id']}/buildings",
+                {
+                    "name": LOCATIONS[0][1].format(number),
+                    "location_type": "dormitory",
+                    "capacity": beds,
+                },
+            )
+        )
+    for number, seats in enumerate(CANTEEN_SEATS, start=1):
+        buildings.append(
+            admin.post(
+                f"/schools/{school['id']}/buildings",
+                {
+                    "name": LOCATIONS[1][1].format(number),
+                    "location_type": "canteen",
+                    "capacity": seats,
+                },
+            )
+        )
+    buildings.append(
+        admin.post(
+            f"/schools/{school['id']}/buildings",
+            {"name": "图书馆", "location_type": "library", "capacity": LIBRARY_SEATS},
+        )
+    )
+    return buildings
+
+
+def school_admin_username(school: dict[str, Any]) -> str:
+    return f"demo-school-{school['id']}"
+
+
+def submit_plan(school_admin: Api, school: dict[str, Any]) -> dict[str, Any]:
+    """Submit the planner's recommendation, with its default settings, as the school's plan."""
+    plan: dict[str, Any] = school_admin.post(
+        f"/schools/{school['id']}/placement-plan", {"note": "演示规划"}
+    )
+    return plan
+
+
 def candidate_products(admin: Api) -> list[dict[str, Any]]:
     products = admin.list_all("/products", valid_on=date.today().isoformat())
     return [
@@ -418,13 +470,16 @@ def provision_cabinets(
     cabinets: list[DemoCabinet] = []
     for index in range(options.cabinets):
         school = schools[index % len(schools)]
-        location_type, building_pattern = LOCATIONS[index % len(LOCATIONS)]
+        location_type, _ = LOCATIONS[index % len(LOCATIONS)]
         number = index // len(schools) + 1
-        building_name = building_pattern.format(number)
-        building = admin.post(
-            f"/schools/{school['id']}/buildings",
-            {"name": building_name, "location_type": location_type},
-        )
+        # Cabinets go into the school's planned buildings, dormitories and canteens in turn.
+        candidates = [
+            building
+            for building in school["buildings"]
+            if building["location_type"] == location_type
+        ]
+        building = candidates[(number - 1) // len(LOCATIONS) % len(candidates)]
+        building_name = building["name"]
         placement = admin.post(
             f"/schools/{school['id']}/placements",
             {"building_id": building["id"], "floor": 1, "description": "一楼大厅"},
@@ -908,6 +963,37 @@ def print_summary(schools: list[SchoolTotals]) -> None:
     )
 
 
+def report_week_of_sales() -> date:
+    """Return the Monday of the reporting week that the demo's sales are recorded in.
+
+    The agents stamp each sale with the time it happened, so the sales of this run fall
+    in the current week (Asia/Shanghai).
+    """
+    return week_of(datetime.now(UTC)).monday
+
+
+def print_weekly_reports(
+    school_admins: dict[int, Api], schools: list[dict[str, Any]], week: date
+) -> None:
+    """Print each school's weekly report for ``week``: 本期 and 累计 in total and by county."""
+    print(f"\nWeekly procurement reports (采购信息表), week of {week} (amounts in 万元):")
+    for school in schools:
+        report = school_admins[school["id"]].get(
+            f"/schools/{school['id']}/procurement/reports/{week}"
+        )
+        print(
+            f"  {school['name']}: 本期 {report['period_wan']}  累计 {report['year_to_date_wan']}"
+            f"  ({report['period_fen']} fen this week, status {report['status']})",
+            flush=True,
+        )
+        for row in report["by_county"]:
+            print(
+                f"    {row['county_name']:<8} 本期 {row['period_wan']:>8}  "
+                f"累计 {row['year_to_date_wan']:>8}",
+                flush=True,
+            )
+
+
 def write_summary_json(path: Path, schools: list[SchoolTotals], options: DemoOptions) -> None:
     """Write the summary for programs: amounts in integer fen, one entry per school.
 
@@ -996,6 +1082,20 @@ def run_demo(options: DemoOptions) -> int:
         apis.append(operator)
 
         schools = pick_schools(admin, min(3, options.cabinets), rng)
+        school_admins: dict[int, Api] = {}
+        for school in schools:
+            school["buildings"] = build_campus(admin, school)
+            create_user(
+                env, school_admin_username(school), "school_admin", "--school-id", str(school["id"])
+            )
+            school_admins[school["id"]] = Api(base_url, school_admin_username(school))
+            apis.append(school_admins[school["id"]])
+            plan = submit_plan(school_admins[school["id"]], school)
+            print(
+                f"  {school['name']}: {school['enrollment']} students, placement plan of "
+                f"{plan['total']} cabinets submitted",
+                flush=True,
+            )
         cabinets = provision_cabinets(
             admin, operator, operator_company["id"], schools, options, rng
         )
@@ -1035,6 +1135,7 @@ def run_demo(options: DemoOptions) -> int:
         time.sleep(1.0)
         school_totals = collect_totals(admin, cabinets)
         print_summary(school_totals)
+        print_weekly_reports(school_admins, schools, report_week_of_sales())
         if options.summary_json is not None:
             write_summary_json(options.summary_json, school_totals, options)
         matched = all(totals.matched for totals in school_totals)
@@ -1042,7 +1143,10 @@ def run_demo(options: DemoOptions) -> int:
         if not options.exit_when_done:
             print(
                 f"\nThe fleet server keeps running at {base_url} (API docs at {base_url}/docs). "
-                f"Sign in as {ADMIN_USERNAME} or {OPERATOR_USERNAME}, password {DEMO_PASSWORD}. "
+                f"Sign in at {base_url}/login as {ADMIN_USERNAME} (province), "
+                f"{OPERATOR_USERNAME} (operator) or "
+                f"{', '.join(school_admin_username(school) for school in schools)} (schools), "
+                f"password {DEMO_PASSWORD}. "
                 "Press Ctrl-C to stop every process.",
                 flush=True,
             )
