@@ -502,6 +502,32 @@ def test_invalid_json_body(client: TestClient, world: World) -> None:
     assert response.json()["details"][0]["type"] == "json_invalid"
 
 
+@pytest.mark.parametrize(
+    "content",
+    [b'{"name": "\xe5\xae\x89\xff"}', b"[" * 100_000],
+    ids=["not-utf8", "nested-too-deep"],
+)
+def test_unparsable_json_body_422(client: TestClient, world: World, content: bytes) -> None:
+    response = client.post(
+        "/api/v1/schools",
+        content=content,
+        headers={**world.headers["province_admin"], "Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 422
+    body = response.json()
+    assert_error_shape(body)
+    assert body["code"] == "validation_failed"
+    assert body["details"] == [
+        {
+            "field": "body",
+            "type": "json_invalid",
+            "message": "请求体不是有效的 JSON",
+            "message_en": "JSON decode error",
+        }
+    ]
+
+
 def test_bad_path_parameter(client: TestClient, world: World) -> None:
     response = client.get("/api/v1/schools/abc", headers=world.headers["province_admin"])
 
