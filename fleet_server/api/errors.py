@@ -56,6 +56,7 @@ VALIDATION_MESSAGES = {
     "string_too_short": "长度不能少于 {min_length} 个字符",
     "string_too_long": "长度不能超过 {max_length} 个字符",
     "string_pattern_mismatch": "格式不正确",
+    "string_nul": "不能包含空字符（U+0000）",
     "greater_than": "必须大于 {gt}",
     "greater_than_equal": "必须大于或等于 {ge}",
     "less_than": "必须小于 {lt}",
