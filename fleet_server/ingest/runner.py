@@ -12,7 +12,8 @@ from fleet_server.core.config import ServerSettings, SettingsError, load_setting
 from fleet_server.core.db import create_db_engine, create_session_factory, session_scope
 from fleet_server.ingest.store import BatchStore, IngestHooks
 from fleet_server.ingest.worker import IngestWorker
-from fleet_server.messaging.publisher import BrokerAddress, CommandPublisher
+from fleet_server.messaging.client import BrokerAddress
+from fleet_server.messaging.publisher import CommandPublisher
 from fleet_server.models.base import utc_now
 from fleet_server.monitoring.subscriber import MonitoringSubscriber
 from fleet_server.services.monitoring import MonitoringPolicy, apply_sale_to_stock, handle_event
