@@ -88,7 +88,10 @@ def build_ingest_worker(
 
 
 def run_worker(settings: ServerSettings, engine: Engine) -> int:
-    """Run one worker on ``engine`` until SIGTERM or SIGINT and return the exit status."""
+    """Run one worker on ``engine`` until SIGTERM or SIGINT and return the exit status.
+
+    Raises ConnectionError when the broker does not accept the subscriptions in time.
+    """
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -106,9 +109,6 @@ def run_worker(settings: ServerSettings, engine: Engine) -> int:
         if monitor is not None:
             monitor.start()
         worker.run(stop)
-    except ConnectionError as error:
-        logger.error("%s", error)
-        return EXIT_FAILURE
     finally:
         if monitor is not None:
             monitor.stop()
@@ -129,5 +129,8 @@ def run_worker_until_signal() -> int:
     )
     try:
         return run_worker(settings, engine)
+    except ConnectionError as error:
+        logger.error("%s", error)
+        return EXIT_FAILURE
     finally:
         engine.dispose()
