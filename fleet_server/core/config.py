@@ -166,13 +166,11 @@ class ServerSettings(BaseSettings):
     # --- Purchases, payments and ingest ---
     purchase_min_balance_fen: int = Field(
         default=100,
-        strict=True,
         ge=1,
         description="smallest wallet balance in fen that may start a purchase",
     )
     purchase_hold_max_fen: int = Field(
         default=10_000,
-        strict=True,
         ge=1,
         le=2**31 - 1,
         description="largest payment hold in fen for one purchase session; the hold is the "
