@@ -38,7 +38,7 @@ from private_broker import run_private_broker
 from simulator.control import ControlClient
 from simulator.process import CabinetProcess
 
-KIOSK_ID = "AH-BENCH-0001"
+KIOSK_ID = "AH-10357-0904"
 SETTLE_S = 1.0
 PULSE_LOG = re.compile(r"lock pulse (\d+) ms after the command arrived")
 

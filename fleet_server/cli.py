@@ -1,12 +1,14 @@
 """Command-line entry point of the `fleet-server` program.
 
 Exit status: 0 on success, 1 when the command fails (invalid settings, database error,
-rejected input), 2 for usage errors.
+rejected input), 2 for usage errors. A failure the user can fix prints one line,
+``fleet-server COMMAND: error: MESSAGE``, and no traceback.
 """
 
 import argparse
 import getpass
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -14,11 +16,18 @@ from pathlib import Path
 
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError as AlembicCommandError
 from sqlalchemy import Engine, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from fleet_server.core.config import ServerSettings, SettingsError, load_settings
-from fleet_server.core.db import create_db_engine, create_session_factory, session_scope
+from fleet_server.core.db import (
+    DatabaseUrlError,
+    create_db_engine,
+    create_session_factory,
+    session_scope,
+)
 from fleet_server.core.migrate import (
     MIGRATIONS_DIR,
     current_revision,
@@ -47,10 +56,22 @@ EXIT_FAILURE = 1
 OPERATIONS_REVISION = "0002_operations"
 # The migration that adds purchases, wallets and sales; `ingest` needs it.
 PURCHASES_REVISION = "0002_purchases"
+BROKER_HINT = (
+    "check ZHIGUI_MQTT_HOST, ZHIGUI_MQTT_PORT and the server's broker account, and that the "
+    "broker is running"
+)
 
 
 class CommandError(Exception):
     """A command failed for a reason the user can fix. The message explains the fix."""
+
+
+def tcp_port(text: str) -> int:
+    """Parse a TCP port number for argparse, which reports a ValueError as a usage error."""
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text}: use a number from 1 to 65535")
+    return port
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="address to bind (default: ZHIGUI_HTTP_HOST or 127.0.0.1)")
     serve.add_argument(
-        "--port", type=int, help="TCP port to listen on (default: ZHIGUI_HTTP_PORT or 8000)"
+        "--port", type=tcp_port, help="TCP port to listen on (default: ZHIGUI_HTTP_PORT or 8000)"
     )
 
     commands.add_parser(
@@ -170,31 +191,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        settings = load_settings(args.settings_file)
-        if args.command == "serve":
-            return run_serve(settings, host=args.host, port=args.port)
-        if args.command == "ingest":
-            return run_ingest(settings)
-        if args.command == "migrate":
-            return run_migrate(settings)
-        if args.command == "seed":
-            return run_seed(settings)
-        if args.command == "create-user":
-            return run_create_user(settings, args)
-        if args.command == "provision":
-            return run_provision(settings, kiosk_id=args.kiosk_id, out=args.out, rotate=args.rotate)
-        if args.command == "broker-config":
-            return run_broker_config(settings, out=args.out)
-    except (SettingsError, CommandError) as error:
-        print(f"fleet-server {args.command}: {error}", file=sys.stderr)
+        return run_command(args)
+    except Exception as error:
+        message = describe_error(error)
+        if message is None:
+            raise
+        print(f"fleet-server {args.command}: error: {message}", file=sys.stderr)
         return EXIT_FAILURE
-    except ServiceError as error:
-        print(f"fleet-server {args.command}: {error.message_en} ({error.code})", file=sys.stderr)
-        return EXIT_FAILURE
-    except SQLAlchemyError as error:
-        print(f"fleet-server {args.command}: database error: {error}", file=sys.stderr)
-        return EXIT_FAILURE
+
+
+def run_command(args: argparse.Namespace) -> int:
+    settings = load_settings(args.settings_file)
+    if args.command == "serve":
+        return run_serve(settings, host=args.host, port=args.port)
+    if args.command == "ingest":
+        return run_ingest(settings)
+    if args.command == "migrate":
+        return run_migrate(settings)
+    if args.command == "seed":
+        return run_seed(settings)
+    if args.command == "create-user":
+        return run_create_user(settings, args)
+    if args.command == "provision":
+        return run_provision(settings, kiosk_id=args.kiosk_id, out=args.out, rotate=args.rotate)
+    if args.command == "broker-config":
+        return run_broker_config(settings, out=args.out)
     raise AssertionError(f"unhandled command {args.command!r}")
+
+
+def describe_error(error: Exception) -> str | None:
+    """Return the one-line message for an error the user can fix, or None for a bug."""
+    if isinstance(error, SettingsError | CommandError | DatabaseUrlError):
+        return str(error)
+    if isinstance(error, ServiceError):
+        return f"{error.message_en} ({error.code})"
+    if isinstance(error, SQLAlchemyError):
+        # The driver's message comes first; SQLAlchemy appends the SQL and a link to it.
+        cause = error.orig if isinstance(error, DBAPIError) else error
+        detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        return f"database error: {detail}; check ZHIGUI_DATABASE_URL and that the database is up"
+    if isinstance(error, ConnectionError):
+        return f"{error}; {BROKER_HINT}"
+    if isinstance(error, OSError):
+        target = f" {error.filename}" if error.filename else ""
+        return f"cannot access{target}: {error.strerror or error}"
+    return None
 
 
 def run_ingest(settings: ServerSettings) -> int:
@@ -208,7 +249,13 @@ def run_ingest(settings: ServerSettings) -> int:
 
 
 def run_migrate(settings: ServerSettings) -> int:
-    upgrade_to_head(settings.resolved_database_url)
+    try:
+        upgrade_to_head(settings.resolved_database_url)
+    except (AlembicCommandError, RevisionError) as error:
+        raise CommandError(
+            f"cannot upgrade the database: {error}; a revision that this version does not "
+            "know means a newer fleet-server migrated the database, so run that version"
+        ) from error
     print(f"database is at revision {head_revision()}")
     return EXIT_OK
 
@@ -230,11 +277,14 @@ def run_serve(settings: ServerSettings, *, host: str | None, port: int | None) -
 
     from fleet_server.app import create_app
 
+    host = host or settings.http_host
+    port = port or settings.http_port
+    _check_can_listen(host, port)
     engine = _open_migrated_database(settings)
     publisher, worker, monitor = _start_broker_clients(settings, engine)
     app = create_app(settings, engine=engine, command_publisher=publisher)
     try:
-        uvicorn.run(app, host=host or settings.http_host, port=port or settings.http_port)
+        uvicorn.run(app, host=host, port=port)
     finally:
         if monitor is not None:
             monitor.stop()
@@ -244,6 +294,32 @@ def run_serve(settings: ServerSettings, *, host: str | None, port: int | None) -
             publisher.stop()
         engine.dispose()
     return EXIT_OK
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """Raise CommandError when uvicorn could not bind host:port, before anything starts.
+
+    Uvicorn would log the bind error and exit with status 3 after the broker clients and
+    the app had started.
+    """
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise CommandError(
+            f"cannot listen on {host}: {error.strerror}; give an IP address or a known host "
+            "name with --host or ZHIGUI_HTTP_HOST"
+        ) from error
+    family, kind, protocol, _name, address = addresses[0]
+    try:
+        with socket.socket(family, kind, protocol) as probe:
+            # Uvicorn sets SO_REUSEADDR too, so a port in TIME_WAIT passes here as there.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as error:
+        raise CommandError(
+            f"cannot listen on {host}:{port}: {error.strerror}; stop the program that uses "
+            "the port or choose another with --port or ZHIGUI_HTTP_PORT"
+        ) from error
 
 
 def _start_broker_clients(
@@ -274,7 +350,7 @@ def _start_broker_clients(
         monitor.start()
     except (PublishError, ConnectionError) as error:
         publisher.stop()
-        raise CommandError(str(error)) from error
+        raise CommandError(f"{error}; {BROKER_HINT}") from error
     return publisher, worker, monitor
 
 
@@ -393,7 +469,12 @@ def _open_database_with(settings: ServerSettings, revision: str) -> Engine:
     with engine.connect() as connection:
         heads = MigrationContext.configure(connection).get_current_heads()
     for head in heads:
-        if any(step.revision == revision for step in script.iterate_revisions(head, "base")):
+        try:
+            steps = list(script.iterate_revisions(head, "base"))
+        except RevisionError as error:
+            engine.dispose()
+            raise CommandError(_unknown_revision_message(head)) from error
+        if any(step.revision == revision for step in steps):
             return engine
     engine.dispose()
     found = ", ".join(heads) if heads else "no schema"
@@ -412,6 +493,9 @@ def _open_migrated_database(settings: ServerSettings) -> Engine:
     )
     revision = current_revision(engine)
     expected = head_revision()
+    if revision is not None and revision != expected and not _is_known_revision(revision):
+        engine.dispose()
+        raise CommandError(_unknown_revision_message(revision))
     if revision != expected:
         engine.dispose()
         found = "no schema" if revision is None else f"revision {revision}"
@@ -420,6 +504,20 @@ def _open_migrated_database(settings: ServerSettings) -> Engine:
             "run `fleet-server migrate` first"
         )
     return engine
+
+
+def _is_known_revision(revision: str) -> bool:
+    try:
+        return ScriptDirectory(str(MIGRATIONS_DIR)).get_revision(revision) is not None
+    except (AlembicCommandError, RevisionError):
+        return False
+
+
+def _unknown_revision_message(revision: str) -> str:
+    return (
+        f"the database is at revision {revision}, which this version of fleet-server does "
+        "not know: a newer version migrated it, so run that version"
+    )
 
 
 def _read_new_password(*, from_stdin: bool) -> str:

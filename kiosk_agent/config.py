@@ -5,7 +5,7 @@ is a field name of ``AgentSettings``, and an environment variable named
 ``ZHIGUI_AGENT_`` plus the upper-case field name overrides it::
 
     # /etc/zhigui/agent.toml
-    kiosk_id = "hfut-dorm3-01"
+    kiosk_id = "AH-10359-0301"
     hmac_key = "..."            # or ZHIGUI_AGENT_HMAC_KEY
     broker_host = "mqtt.example.edu.cn"
     broker_port = 8883
@@ -21,7 +21,7 @@ import contextvars
 import importlib.metadata
 import os
 from pathlib import Path
-from typing import Annotated, Final, Literal, Self
+from typing import Final, Literal, Self
 
 from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -31,7 +31,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from kiosk_agent.contract import KIOSK_ID_PATTERN
+from kiosk_agent.contract import RegisteredKioskId
 
 ENV_PREFIX: Final = "ZHIGUI_AGENT_"
 DISTRIBUTION_NAME: Final = "zhigui"
@@ -98,7 +98,7 @@ class AgentSettings(BaseSettings):
         default=False,
         description="allow a broker without password, for the simulator and local tests",
     )
-    kiosk_id: Annotated[str, Field(pattern=KIOSK_ID_PATTERN)] = Field(
+    kiosk_id: RegisteredKioskId = Field(
         description="the cabinet's id, also its MQTT client id and default broker username"
     )
     hmac_key: SecretStr = Field(

@@ -48,7 +48,12 @@ from typing_extensions import TypeAliasType
 
 PAYLOAD_VERSION: Final = 1
 TOPIC_ROOT: Final = "zhigui/v1/kiosks"
+# Any kiosk id that is safe in a topic level: payloads and topics are checked against it.
 KIOSK_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+# The id a cabinet is registered and configured with: AH, the five-digit institution code
+# of its school (安徽大学 is 10357) and a four-digit number. The server's registry and the
+# agent's config both use it; only the format is checked, not the school code.
+REGISTERED_KIOSK_ID_PATTERN: Final = r"^AH-\d{5}-\d{4}$"
 # Shared-subscription group names share the kiosk id alphabet, so they contain no "/", "+"
 # or "#".
 SUBSCRIPTION_GROUP_PATTERN: Final = KIOSK_ID_PATTERN
@@ -111,6 +116,9 @@ UtcDatetime = Annotated[
     PlainSerializer(format_utc, return_type=str, when_used="json"),
 ]
 KioskId = Annotated[str, Field(pattern=KIOSK_ID_PATTERN)]
+RegisteredKioskId = Annotated[
+    str, Field(pattern=REGISTERED_KIOSK_ID_PATTERN, examples=["AH-10357-0001"])
+]
 ProductId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
 # Lower-case snake_case code, such as a review reason or a session state name.
 Code = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]

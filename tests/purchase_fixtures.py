@@ -28,9 +28,9 @@ from purchase_helpers import (
 from server_helpers import TEST_SECRET_KEY, TOKEN_TTL_S, World, add_user, bearer
 
 
-@pytest.fixture
-def shop(world: World, seeded: sessionmaker[Session]) -> Shop:
-    with session_scope(seeded) as session:
+def build_shop(world: World, factory: sessionmaker[Session]) -> Shop:
+    """Put both cabinets of ``world`` in service, online and keyed, and fund two students."""
+    with session_scope(factory) as session:
         for kiosk_id, key in ((world.a.kiosk_id, KEY_A_HEX), (world.b.kiosk_id, KEY_B_HEX)):
             cabinet = session.scalars(sa.select(Cabinet).where(Cabinet.kiosk_id == kiosk_id)).one()
             cabinet.service_status = CabinetServiceStatus.IN_SERVICE
@@ -63,6 +63,11 @@ def shop(world: World, seeded: sessionmaker[Session]) -> Shop:
         products=products,
         headers=headers,
     )
+
+
+@pytest.fixture
+def shop(world: World, seeded: sessionmaker[Session]) -> Shop:
+    return build_shop(world, seeded)
 
 
 @pytest.fixture

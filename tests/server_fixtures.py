@@ -11,6 +11,7 @@ search_path and dropped after the test. No state is shared between tests.
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,11 +42,17 @@ BACKENDS = [
 ]
 
 
-@pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """URL of an empty database that only this test uses."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'zhigui.db'}"
+@contextmanager
+def backend_database(
+    request: pytest.FixtureRequest, backend: str, directory: Path
+) -> Iterator[str]:
+    """Yield the URL of a new, empty database on ``backend`` and drop it afterwards.
+
+    SQLite gets a new file in ``directory``. PostgreSQL gets a new schema in the database of
+    the ``postgres_url`` fixture, selected through the connection's search_path.
+    """
+    if backend == "sqlite":
+        yield f"sqlite:///{directory / 'zhigui.db'}"
         return
 
     server_url = make_url(request.getfixturevalue("postgres_url"))
@@ -61,6 +68,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         with admin.connect() as connection:
             connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """URL of an empty database that only this test uses."""
+    with backend_database(request, request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
@@ -127,9 +141,9 @@ def _add_site(
     )
 
 
-@pytest.fixture
-def world(seeded: sessionmaker[Session]) -> World:
-    with session_scope(seeded) as session:
+def build_world(factory: sessionmaker[Session]) -> World:
+    """Add two operators, a site per school and one user per role to a seeded database."""
+    with session_scope(factory) as session:
         operator_a = Operator(name="皖北智柜运营有限公司", name_en="Wanbei Kiosk Operations")
         operator_b = Operator(name="江淮智能零售有限公司", name_en="Jianghuai Smart Retail")
         session.add_all([operator_a, operator_b])
@@ -159,3 +173,8 @@ def world(seeded: sessionmaker[Session]) -> World:
         "student": bearer(world.student_id),
     }
     return world
+
+
+@pytest.fixture
+def world(seeded: sessionmaker[Session]) -> World:
+    return build_world(seeded)

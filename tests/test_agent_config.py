@@ -4,7 +4,9 @@ import os
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
+from fleet_server.schemas.operators import CabinetCreate
 from kiosk_agent.config import ENV_PREFIX, AgentSettings, ConfigError, load_settings
 from kiosk_agent.mqtt_link import LinkOptions
 
@@ -21,7 +23,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def write_config(tmp_path: Path, **values: object) -> Path:
     settings: dict[str, object] = {
-        "kiosk_id": "hfut-dorm3-01",
+        "kiosk_id": "AH-10359-0301",
         "hmac_key": HMAC_KEY,
         "broker_password": PASSWORD,
         "serial_port": "/dev/ttyS3",
@@ -51,11 +53,11 @@ def load_error(path: Path) -> str:
 def test_file_settings_loaded(tmp_path: Path) -> None:
     settings = load_settings(write_config(tmp_path, broker_port=8883, heartbeat_interval_s=15))
 
-    assert settings.kiosk_id == "hfut-dorm3-01"
+    assert settings.kiosk_id == "AH-10359-0301"
     assert settings.hmac_key_bytes == bytes.fromhex(HMAC_KEY)
     assert settings.broker_port == 8883
     assert settings.heartbeat_interval_s == 15.0
-    assert settings.mqtt_username == "hfut-dorm3-01"
+    assert settings.mqtt_username == "AH-10359-0301"
     assert settings.outbox_path == settings.data_dir / "outbox.sqlite3"
 
 
@@ -171,9 +173,30 @@ def test_link_options_from_settings(tmp_path: Path) -> None:
 
     options = LinkOptions.from_settings(settings, agent_version="1.2.3")
 
-    assert options.kiosk_id == "hfut-dorm3-01"
-    assert options.username == "hfut-dorm3-01"
+    assert options.kiosk_id == "AH-10359-0301"
+    assert options.username == "AH-10359-0301"
     assert options.password == PASSWORD
     assert options.keepalive_s == 20
     assert options.tls is None
     assert PASSWORD not in repr(options)
+
+
+@pytest.mark.parametrize(
+    "kiosk_id",
+    ["hfut-dorm3-01", "AH-1035-0001", "AH-10357-001", "ah-10357-0001", "AH-10357-0001-x"],
+)
+def test_kiosk_id_server_rejects_rejected(tmp_path: Path, kiosk_id: str) -> None:
+    with pytest.raises(ValidationError, match="kiosk_id"):
+        CabinetCreate(kiosk_id=kiosk_id, placement_id=1)
+
+    message = load_error(write_config(tmp_path, kiosk_id=kiosk_id))
+
+    assert "kiosk_id" in message
+
+
+def test_registered_kiosk_id_accepted(tmp_path: Path) -> None:
+    registered = CabinetCreate(kiosk_id="AH-10357-0001", placement_id=1)
+
+    settings = load_settings(write_config(tmp_path, kiosk_id=registered.kiosk_id))
+
+    assert settings.kiosk_id == "AH-10357-0001"

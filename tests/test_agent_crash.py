@@ -30,7 +30,7 @@ from simulator.process import CabinetProcess
 
 pytestmark = pytest.mark.mosquitto
 
-KIOSK_ID = "AH-CRASH-0001"
+KIOSK_ID = "AH-10357-0903"
 SESSIONS = int(os.environ.get("ZHIGUI_KILL_SESSIONS", "200"))
 # One product per shelf; shelves 0 and 1 are behind door 0, where the students shop.
 SHELVES = [

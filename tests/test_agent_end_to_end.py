@@ -21,7 +21,7 @@ from simulator.process import CabinetProcess
 
 pytestmark = pytest.mark.mosquitto
 
-KIOSK_ID = "AH-TEST-0001"
+KIOSK_ID = "AH-10357-0902"
 WAIT_S = 30.0
 
 

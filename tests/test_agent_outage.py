@@ -79,7 +79,7 @@ def fleet(tmp_path: Path) -> Iterator[tuple[PrivateBroker, list[Cabinet]]]:
         broker = stack.enter_context(run_private_broker())
         cabinets = []
         for index in range(CABINETS):
-            kiosk_id = f"AH-OUTAGE-{index:04d}"
+            kiosk_id = f"AH-10357-{910 + index:04d}"
             process = CabinetProcess(["--seed", str(40 + index), "--settle-s", "0.3"])
             process.start()
             stack.callback(process.stop)

@@ -21,7 +21,7 @@ from simulator.process import CabinetProcess
 
 pytestmark = pytest.mark.mosquitto
 
-KIOSK_ID = "AH-CABLE-0001"
+KIOSK_ID = "AH-10357-0901"
 WAIT_S = 45.0
 
 

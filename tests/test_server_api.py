@@ -502,6 +502,70 @@ def test_invalid_json_body(client: TestClient, world: World) -> None:
     assert response.json()["details"][0]["type"] == "json_invalid"
 
 
+@pytest.mark.parametrize(
+    "content",
+    [b'{"name": "\xe5\xae\x89\xff"}', b"[" * 100_000],
+    ids=["not-utf8", "nested-too-deep"],
+)
+def test_unparsable_json_body_422(client: TestClient, world: World, content: bytes) -> None:
+    response = client.post(
+        "/api/v1/schools",
+        content=content,
+        headers={**world.headers["province_admin"], "Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 422
+    body = response.json()
+    assert_error_shape(body)
+    assert body["code"] == "validation_failed"
+    assert body["details"] == [
+        {
+            "field": "body",
+            "type": "json_invalid",
+            "message": "请求体不是有效的 JSON",
+            "message_en": "JSON decode error",
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("POST", "/api/v1/operators", {"name": "皖北\x00运营"}, "body.name"),
+        ("POST", "/api/v1/auth/token", {"username": "a\x00", "password": "x"}, "body.username"),
+        ("GET", "/api/v1/products?category=%E7%B2%AE%00", None, "query.category"),
+        ("GET", "/api/v1/sales?kiosk_id=AH-10357-0001%00", None, "query.kiosk_id"),
+        ("GET", "/api/v1/cabinets/AH-10357-0001%00", None, "path.kiosk_id"),
+    ],
+    ids=["body", "sign-in", "query", "query-kiosk", "path"],
+)
+def test_nul_character_rejected_422(
+    client: TestClient, world: World, method: str, path: str, body: object, field: str
+) -> None:
+    response = client.request(method, path, json=body, headers=world.headers["province_admin"])
+
+    assert response.status_code == 422, response.text
+    error = response.json()
+    assert_error_shape(error)
+    assert error["code"] == "validation_failed"
+    assert error["details"][0]["field"] == field
+    assert error["details"][0]["type"] == "string_nul"
+    assert error["details"][0]["message"] == "不能包含空字符（U+0000）"
+
+
+def test_count_beyond_int32_rejected(client: TestClient, world: World) -> None:
+    response = client.patch(
+        f"/api/v1/schools/{world.a.school_id}",
+        json={"enrollment": 2**31},
+        headers=world.headers["province_admin"],
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "validation_failed"
+    assert response.json()["details"][0]["field"] == "body.enrollment"
+    assert response.json()["details"][0]["type"] == "less_than_equal"
+
+
 def test_bad_path_parameter(client: TestClient, world: World) -> None:
     response = client.get("/api/v1/schools/abc", headers=world.headers["province_admin"])
 

@@ -1,6 +1,10 @@
 """The fleet-server command: migrate, seed, create-user, serve and the ingest stub."""
 
 import io
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +223,195 @@ def test_ingest_needs_migrated_database(
 
     assert status == 1
     assert "fleet-server migrate" in capsys.readouterr().err
+
+
+# --- User mistakes, run as the real command --------------------------------------------------
+
+FLEET_SERVER = Path(sys.executable).with_name("fleet-server")
+# Ten seconds of broker connect timeout, plus start-up.
+COMMAND_TIMEOUT_S = 60
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def run_fleet_server(
+    *arguments: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed fleet-server command with only the given ZHIGUI_* variables."""
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("ZHIGUI_")}
+    environment.update(env or {})
+    return subprocess.run(
+        [str(FLEET_SERVER), *arguments],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+        check=False,
+    )
+
+
+def assert_one_line_error(
+    result: subprocess.CompletedProcess[str], command: str, message: str, status: int = 1
+) -> None:
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f"fleet-server {command}: error: "), result.stderr
+    assert message in last_line
+
+
+@pytest.fixture
+def migrated_file(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'migrated.db'}"
+    result = run_fleet_server("migrate", env={"ZHIGUI_DATABASE_URL": url})
+    assert result.returncode == 0, result.stderr
+    return url
+
+
+@pytest.mark.parametrize(
+    ("arguments", "env", "message"),
+    [
+        pytest.param(
+            ["migrate"],
+            {"ZHIGUI_DATABASE_URL": "mysql://user:password@127.0.0.1/zhigui"},
+            "database backend 'mysql' is not supported; use sqlite:///PATH or postgresql",
+            id="mysql-url",
+        ),
+        pytest.param(
+            ["migrate"],
+            {"ZHIGUI_DATABASE_URL": "not a url"},
+            "the database URL is invalid; use sqlite:///PATH",
+            id="unparsable-url",
+        ),
+        pytest.param(
+            ["migrate"],
+            {"ZHIGUI_DATABASE_URL": "sqlite:////nonexistent-directory/zhigui.db"},
+            "database error: unable to open database file; check ZHIGUI_DATABASE_URL",
+            id="sqlite-directory-missing",
+        ),
+        pytest.param(
+            ["migrate"],
+            {"ZHIGUI_HTTP_PORT": "eighty"},
+            "invalid settings: ZHIGUI_HTTP_PORT: Input should be a valid integer",
+            id="invalid-setting",
+        ),
+    ],
+)
+def test_command_error_is_one_line(arguments: list[str], env: dict[str, str], message: str) -> None:
+    result = run_fleet_server(*arguments, env=env)
+
+    assert_one_line_error(result, arguments[0], message)
+
+
+def test_database_refusing_connections(tmp_path: Path) -> None:
+    url = f"postgresql+psycopg://zhigui@127.0.0.1:{free_loopback_port()}/zhigui"
+
+    result = run_fleet_server("migrate", env={"ZHIGUI_DATABASE_URL": url})
+
+    assert_one_line_error(result, "migrate", "Connection refused; check ZHIGUI_DATABASE_URL")
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "http"])
+def test_serve_rejects_invalid_port(port: str) -> None:
+    result = run_fleet_server("serve", "--port", port)
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("fleet-server serve: error: argument --port: invalid")
+    )
+
+
+def test_serve_port_in_use(migrated_file: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        result = run_fleet_server(
+            "serve", "--port", str(port), env={"ZHIGUI_DATABASE_URL": migrated_file}
+        )
+
+    assert_one_line_error(
+        result, "serve", f"cannot listen on 127.0.0.1:{port}: Address already in use; stop"
+    )
+
+
+def test_serve_unmigrated_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    port = str(free_loopback_port())
+
+    result = run_fleet_server("serve", "--port", port, env={"ZHIGUI_DATABASE_URL": url})
+
+    assert_one_line_error(result, "serve", "has no schema, but this version needs revision")
+    assert "run `fleet-server migrate` first" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param(None, "not found", id="missing"),
+        pytest.param(b"ZHIGUI_MODE=development\n\xff\xfe\n", "is not UTF-8 text", id="not-utf8"),
+        pytest.param(b"ZHIGUI_MQTT_PORT=0\n", "ZHIGUI_MQTT_PORT: Input should be", id="bad-value"),
+    ],
+)
+def test_settings_file_errors(tmp_path: Path, content: bytes | None, message: str) -> None:
+    settings_file = tmp_path / "zhigui.env"
+    if content is not None:
+        settings_file.write_bytes(content)
+
+    result = run_fleet_server("--settings-file", str(settings_file), "migrate")
+
+    assert_one_line_error(result, "migrate", message)
+
+
+def test_settings_file_is_directory(tmp_path: Path) -> None:
+    result = run_fleet_server("--settings-file", str(tmp_path), "migrate")
+
+    assert_one_line_error(result, "migrate", "is not a regular file")
+
+
+def test_database_from_newer_version(migrated_file: str) -> None:
+    engine = create_db_engine(migrated_file)
+    with engine.begin() as connection:
+        connection.execute(sa.text("UPDATE alembic_version SET version_num = '0099_future'"))
+    engine.dispose()
+    env = {"ZHIGUI_DATABASE_URL": migrated_file}
+
+    serve = run_fleet_server("serve", "--port", str(free_loopback_port()), env=env)
+    ingest = run_fleet_server("ingest", env=env)
+    migrate = run_fleet_server("migrate", env=env)
+
+    newer = "revision 0099_future, which this version of fleet-server does not know"
+    assert_one_line_error(serve, "serve", newer)
+    assert_one_line_error(ingest, "ingest", newer)
+    assert_one_line_error(migrate, "migrate", "Can't locate revision identified by '0099_future'")
+
+
+def test_ingest_without_broker(migrated_file: str) -> None:
+    env = {
+        "ZHIGUI_DATABASE_URL": migrated_file,
+        "ZHIGUI_MQTT_HOST": "127.0.0.1",
+        "ZHIGUI_MQTT_PORT": str(free_loopback_port()),
+    }
+
+    result = run_fleet_server("ingest", env=env)
+
+    assert_one_line_error(result, "ingest", "check ZHIGUI_MQTT_HOST, ZHIGUI_MQTT_PORT")
+
+
+def test_broker_config_output_not_writable(migrated_file: str, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    env = {"ZHIGUI_DATABASE_URL": migrated_file, "ZHIGUI_MQTT_PASSWORD": "broker-password"}
+
+    result = run_fleet_server("broker-config", "--out", str(blocker / "broker"), env=env)
+
+    assert_one_line_error(result, "broker-config", f"cannot access {blocker / 'broker'}")

@@ -115,6 +115,71 @@ def test_missing_settings_file(tmp_path: Path) -> None:
         load_settings(tmp_path / "absent.env")
 
 
+# Every int, float and bool setting, with a text as the environment would give it.
+ENVIRONMENT_VALUES = [
+    ("ZHIGUI_DATABASE_ECHO", "true", True),
+    ("ZHIGUI_SQLITE_BUSY_TIMEOUT_MS", "250", 250),
+    ("ZHIGUI_ACCESS_TOKEN_TTL_S", "900", 900),
+    ("ZHIGUI_HTTP_PORT", "8080", 8080),
+    ("ZHIGUI_MQTT_PORT", "8883", 8883),
+    ("ZHIGUI_CABINET_BROKER_PORT", "8884", 8884),
+    ("ZHIGUI_CABINET_BROKER_TLS", "1", True),
+    ("ZHIGUI_INGEST_MONITORING", "false", False),
+    ("ZHIGUI_HEARTBEAT_INTERVAL_S", "12.5", 12.5),
+    ("ZHIGUI_OFFLINE_AFTER_HEARTBEATS", "5", 5),
+    ("ZHIGUI_MONITOR_SWEEP_INTERVAL_S", "2.5", 2.5),
+    ("ZHIGUI_OFFLINE_ALERT_AFTER_S", "30", 30.0),
+    ("ZHIGUI_ALERT_RAISE_AFTER_S", "45", 45.0),
+    ("ZHIGUI_ALERT_RAISE_AFTER_COUNT", "3", 3),
+    ("ZHIGUI_ALERT_CLEAR_AFTER_S", "90", 90.0),
+    ("ZHIGUI_LOW_STOCK_FRACTION", "0.4", 0.4),
+    ("ZHIGUI_BACKLOG_ALERT_MESSAGES", "250", 250),
+    ("ZHIGUI_BACKLOG_ALERT_AGE_S", "600", 600.0),
+    ("ZHIGUI_DISK_FREE_ALERT_BYTES", "1048576", 1_048_576),
+    ("ZHIGUI_PLANOGRAM_RESEND_INTERVAL_S", "120", 120.0),
+    ("ZHIGUI_PURCHASE_MIN_BALANCE_FEN", "200", 200),
+    ("ZHIGUI_PURCHASE_HOLD_MAX_FEN", "5000", 5000),
+    ("ZHIGUI_PURCHASE_TIMEOUT_S", "300", 300.0),
+    ("ZHIGUI_UNLOCK_LIFETIME_S", "20", 20.0),
+    ("ZHIGUI_INGEST_SHARED_SUBSCRIPTION", "false", False),
+    ("ZHIGUI_INGEST_BATCH_SIZE", "100", 100),
+    ("ZHIGUI_INGEST_BATCH_LATENCY_MS", "20", 20),
+]
+
+
+def test_environment_table_covers_every_typed_setting() -> None:
+    typed = {
+        f"ZHIGUI_{name.upper()}"
+        for name, field in ServerSettings.model_fields.items()
+        if field.annotation in (int, float, bool, int | None)
+    }
+
+    assert {name for name, _text, _value in ENVIRONMENT_VALUES} == typed
+
+
+@pytest.mark.parametrize(
+    ("variable", "text", "expected"), ENVIRONMENT_VALUES, ids=[row[0] for row in ENVIRONMENT_VALUES]
+)
+def test_typed_setting_from_environment(
+    monkeypatch: pytest.MonkeyPatch, variable: str, text: str, expected: object
+) -> None:
+    monkeypatch.setenv(variable, text)
+
+    settings = load_settings()
+
+    value = getattr(settings, variable.removeprefix("ZHIGUI_").lower())
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+@pytest.mark.parametrize("text", ["12.5", "1e3", "abc", ""])
+def test_fen_setting_rejects_non_integer(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    monkeypatch.setenv("ZHIGUI_PURCHASE_HOLD_MAX_FEN", text)
+
+    with pytest.raises(SettingsError, match="ZHIGUI_PURCHASE_HOLD_MAX_FEN"):
+        load_settings()
+
+
 def test_invalid_value_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ZHIGUI_ACCESS_TOKEN_TTL_S", "0")
 

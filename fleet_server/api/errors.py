@@ -56,6 +56,7 @@ VALIDATION_MESSAGES = {
     "string_too_short": "长度不能少于 {min_length} 个字符",
     "string_too_long": "长度不能超过 {max_length} 个字符",
     "string_pattern_mismatch": "格式不正确",
+    "string_nul": "不能包含空字符（U+0000）",
     "greater_than": "必须大于 {gt}",
     "greater_than_equal": "必须大于或等于 {ge}",
     "less_than": "必须小于 {lt}",
@@ -186,8 +187,30 @@ async def _handle_validation_error(request: Request, error: Exception) -> JSONRe
     return error_response(status.HTTP_422_UNPROCESSABLE_CONTENT, body)
 
 
+def _is_unparsable_body(error: StarletteHTTPException) -> bool:
+    """Return whether FastAPI rejected a JSON body that json.loads could not even start on.
+
+    FastAPI turns a JSONDecodeError into a validation error but responds with 400 to any
+    other error of its body reader, such as bytes that are not UTF-8 (UnicodeDecodeError)
+    or nesting deeper than the parser's recursion limit (RecursionError).
+    """
+    return error.status_code == status.HTTP_400_BAD_REQUEST and isinstance(
+        error.__cause__, ValueError | RecursionError
+    )
+
+
 async def _handle_http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
+    if _is_unparsable_body(error):
+        logger.debug(
+            "%s %s: request body is not JSON: %r", request.method, request.url.path, error.__cause__
+        )
+        # RFC 8259 requires UTF-8, so such a body is invalid JSON like any other and gets
+        # the same 422 json_invalid that clients already handle.
+        body = validation_error_body(
+            [{"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error"}]
+        )
+        return error_response(status.HTTP_422_UNPROCESSABLE_CONTENT, body)
     code, message, message_en = HTTP_ERRORS.get(
         error.status_code,
         (f"http_{error.status_code}", "请求无法处理", str(error.detail)),

@@ -167,13 +167,11 @@ class ServerSettings(BaseSettings):
     # --- Purchases, payments and ingest ---
     purchase_min_balance_fen: int = Field(
         default=100,
-        strict=True,
         ge=1,
         description="smallest wallet balance in fen that may start a purchase",
     )
     purchase_hold_max_fen: int = Field(
         default=10_000,
-        strict=True,
         ge=1,
         le=2**31 - 1,
         description="largest payment hold in fen for one purchase session; the hold is the "
@@ -312,11 +310,19 @@ def load_settings(settings_file: Path | None = None) -> ServerSettings:
     if settings_file is None:
         from_env = os.environ.get(SETTINGS_FILE_ENV)
         settings_file = Path(from_env) if from_env else None
-    if settings_file is not None and not settings_file.is_file():
+    if settings_file is not None and not settings_file.exists():
         raise SettingsError(f"settings file {settings_file} not found")
+    if settings_file is not None and not settings_file.is_file():
+        raise SettingsError(f"settings file {settings_file} is not a regular file")
     try:
         # _env_file is pydantic-settings' per-call override of the dotenv path.
         return ServerSettings(_env_file=settings_file)  # type: ignore[call-arg]
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "it is not UTF-8 text"
+        raise SettingsError(
+            f"cannot read settings file {settings_file}: {reason}; it must be a UTF-8 "
+            "text file of ZHIGUI_NAME=value lines"
+        ) from None
     except ValidationError as error:
         # Built from the messages only: pydantic's own text repeats the input values,
         # which include the secret key.

@@ -7,9 +7,16 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
 logger = logging.getLogger(__name__)
+
+SUPPORTED_URLS = "sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DATABASE"
+
+
+class DatabaseUrlError(ValueError):
+    """Raised when a database URL cannot be parsed or names an unsupported backend."""
 
 
 def is_sqlite_url(url: str) -> bool:
@@ -23,17 +30,20 @@ def create_db_engine(url: str, *, echo: bool = False, sqlite_busy_timeout_ms: in
     key enforcement (off by default in SQLite) and a busy timeout, set on every new
     connection. PostgreSQL URLs must name the psycopg 3 driver (postgresql+psycopg://).
     """
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError as error:
+        # The message leaves the URL out, because it may contain a password.
+        raise DatabaseUrlError(f"the database URL is invalid; use {SUPPORTED_URLS}") from error
     backend = parsed.get_backend_name()
     if backend == "postgresql" and parsed.get_driver_name() != "psycopg":
-        raise ValueError(
+        raise DatabaseUrlError(
             f"database URL driver {parsed.drivername!r} is not supported; "
             "use postgresql+psycopg://USER:PASSWORD@HOST/DATABASE"
         )
     if backend not in ("sqlite", "postgresql"):
-        raise ValueError(
-            f"database backend {backend!r} is not supported; use sqlite:///PATH "
-            "or postgresql+psycopg://USER:PASSWORD@HOST/DATABASE"
+        raise DatabaseUrlError(
+            f"database backend {backend!r} is not supported; use {SUPPORTED_URLS}"
         )
 
     engine = create_engine(url, echo=echo, pool_pre_ping=backend == "postgresql")

@@ -12,7 +12,8 @@ from fleet_server.core.config import ServerSettings, SettingsError, load_setting
 from fleet_server.core.db import create_db_engine, create_session_factory, session_scope
 from fleet_server.ingest.store import BatchStore, IngestHooks
 from fleet_server.ingest.worker import IngestWorker
-from fleet_server.messaging.publisher import BrokerAddress, CommandPublisher
+from fleet_server.messaging.client import BrokerAddress
+from fleet_server.messaging.publisher import CommandPublisher
 from fleet_server.models.base import utc_now
 from fleet_server.monitoring.subscriber import MonitoringSubscriber
 from fleet_server.services.monitoring import MonitoringPolicy, apply_sale_to_stock, handle_event
@@ -87,7 +88,10 @@ def build_ingest_worker(
 
 
 def run_worker(settings: ServerSettings, engine: Engine) -> int:
-    """Run one worker on ``engine`` until SIGTERM or SIGINT and return the exit status."""
+    """Run one worker on ``engine`` until SIGTERM or SIGINT and return the exit status.
+
+    Raises ConnectionError when the broker does not accept the subscriptions in time.
+    """
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -105,9 +109,6 @@ def run_worker(settings: ServerSettings, engine: Engine) -> int:
         if monitor is not None:
             monitor.start()
         worker.run(stop)
-    except ConnectionError as error:
-        logger.error("%s", error)
-        return EXIT_FAILURE
     finally:
         if monitor is not None:
             monitor.stop()
@@ -128,5 +129,8 @@ def run_worker_until_signal() -> int:
     )
     try:
         return run_worker(settings, engine)
+    except ConnectionError as error:
+        logger.error("%s", error)
+        return EXIT_FAILURE
     finally:
         engine.dispose()

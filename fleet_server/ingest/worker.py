@@ -25,14 +25,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.enums import MQTTErrorCode
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from fleet_server.ingest.messages import ReceivedMessage, Rejection
 from fleet_server.ingest.store import BatchResult, BatchStore
-from fleet_server.messaging.publisher import BrokerAddress
+from fleet_server.messaging.client import CONNECT_TIMEOUT_S, BrokerAddress, SubscriberClient
 from fleet_server.models.base import utc_now
 from kiosk_agent.contract import (
     MAX_LIST_ITEMS,
@@ -46,11 +44,7 @@ from kiosk_agent.contract import (
 
 logger = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 30.0
-KEEPALIVE_S = 30
-RECONNECT_MIN_DELAY_S = 1
-RECONNECT_MAX_DELAY_S = 30
 # How long the batch thread waits for a first message before it checks for maintenance
 # and for stop.
 IDLE_POLL_S = 0.5
@@ -118,7 +112,6 @@ class IngestWorker:
         maintenance_interval_s: float = 10.0,
         client_id: str | None = None,
     ) -> None:
-        self.broker = broker
         self.stats = WorkerStats()
         self._store = store
         self._batch_size = batch_size
@@ -127,70 +120,65 @@ class IngestWorker:
         self._maintenance_interval_s = maintenance_interval_s
         # Without a group the worker subscribes directly, so it receives every message and
         # a second worker would store and acknowledge each one again.
-        self._topics = [
+        topics = [
             shared_subscription(group, channel)
             if group is not None
             else fleet_topic_filter(channel)
             for channel in INGESTED_CHANNELS
         ]
         self._queue: queue.Queue[ReceivedMessage] = queue.Queue(batch_size * QUEUE_BATCHES)
-        self._subscribed = threading.Event()
         self._stopping = threading.Event()
-        self._connection_lost_logged = False
         self._batch_thread: threading.Thread | None = None
-
-        self.client_id = client_id or f"fleet-ingest-{uuid.uuid4().hex[:12]}"
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id)
-        if broker.username:
-            self._client.username_pw_set(broker.username, broker.password)
-        if broker.tls_ca_file:
-            self._client.tls_set(ca_certs=broker.tls_ca_file)
-        self._client.max_inflight_messages_set(MAX_INFLIGHT_ACKS)
-        self._client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_subscribe = self._on_subscribe
-        self._client.on_message = self._on_message
+        self._client = SubscriberClient(
+            broker,
+            name="ingest worker",
+            client_id=client_id,
+            client_id_prefix="fleet-ingest",
+            subscriptions=[(topic, 1) for topic in topics],
+            on_message=self._on_message,
+            max_inflight_messages=MAX_INFLIGHT_ACKS,
+        )
+        self.broker = broker
+        self.client_id = self._client.client_id
 
     # --- Lifecycle --------------------------------------------------------------------------
 
     def start(self, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         """Connect, subscribe and start the batch thread.
 
-        Raises ConnectionError if the broker does not confirm the subscriptions in time.
+        Raises BrokerConnectionError (a ConnectionError) if the broker does not confirm the
+        subscriptions in time.
         """
         self._batch_thread = threading.Thread(
             target=self._run_batches, name=f"{self.client_id}-batches", daemon=True
         )
         self._batch_thread.start()
-        self._client.connect_async(self.broker.host, self.broker.port, keepalive=KEEPALIVE_S)
-        self._client.loop_start()
-        if not self._subscribed.wait(timeout_s):
-            self.stop()
-            raise ConnectionError(
-                f"the MQTT broker at {self.broker.host}:{self.broker.port} did not confirm the "
-                f"ingest subscriptions within {timeout_s:.0f} s"
-            )
+        try:
+            self._client.start(timeout_s)
+        except ConnectionError:
+            self._stop_batches(timeout_s)
+            raise
         logger.info(
             "ingest worker %s ready: %s, batches of %d or %.0f ms",
             self.client_id,
-            ", ".join(self._topics),
+            ", ".join(self._client.topic_filters),
             self._batch_size,
             self._batch_latency_s * 1000,
         )
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """Unsubscribe, commit and acknowledge what is queued, then disconnect."""
-        if self._client.is_connected():
-            self._client.unsubscribe(self._topics)
+        self._client.unsubscribe()
+        self._stop_batches(timeout_s)
+        self._client.close()
+        logger.info("ingest worker %s stopped: %s", self.client_id, self.stats)
+
+    def _stop_batches(self, timeout_s: float) -> None:
         self._stopping.set()
         if self._batch_thread is not None:
             self._batch_thread.join(timeout_s)
             if self._batch_thread.is_alive():
                 logger.error("ingest batch thread did not finish within %.0f s", timeout_s)
-        self._client.disconnect()
-        self._client.loop_stop()
-        logger.info("ingest worker %s stopped: %s", self.client_id, self.stats)
 
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set, e.g. by a signal handler."""
@@ -202,59 +190,11 @@ class IngestWorker:
         finally:
             self.stop()
 
-    # --- paho callbacks (network thread) ----------------------------------------------------
+    # --- paho network thread --------------------------------------------------------------
 
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        flags: mqtt.ConnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        if reason_code.is_failure:
-            logger.error("MQTT broker refused the ingest worker's connection: %s", reason_code)
-            return
-        if self._connection_lost_logged:
-            logger.info("ingest worker %s reconnected", self.client_id)
-        self._connection_lost_logged = False
-        # Subscriptions are made on every connection, because the session is clean.
-        client.subscribe([(topic, 1) for topic in self._topics])
-
-    def _on_subscribe(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        mid: int,
-        reason_codes: list[ReasonCode],
-        properties: Properties | None,
-    ) -> None:
-        failed = [code for code in reason_codes if code.is_failure]
-        if failed:
-            logger.error("MQTT broker rejected the ingest subscriptions: %s", failed)
-            return
-        self._subscribed.set()
-
-    def _on_disconnect(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        flags: mqtt.DisconnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        if self._stopping.is_set():
-            return
-        if not self._connection_lost_logged:
-            logger.warning("ingest worker lost the broker (%s); paho reconnects", reason_code)
-            self._connection_lost_logged = True
-
-    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-        try:
-            topic = message.topic
-        except UnicodeDecodeError:
-            topic = repr(message._topic)
-        self._queue.put(ReceivedMessage(topic, bytes(message.payload), utc_now()))
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        # A full queue blocks paho's thread, which stops reading the socket: back-pressure.
+        self._queue.put(ReceivedMessage(topic, payload, utc_now()))
 
     # --- Batch thread -----------------------------------------------------------------------
 

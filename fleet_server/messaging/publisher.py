@@ -12,14 +12,16 @@ import logging
 import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+# BrokerAddress is re-exported because callers and tests import it from here.
+from fleet_server.messaging.client import BrokerAddress as BrokerAddress
+from fleet_server.messaging.client import create_paho_client
 from kiosk_agent.contract import (
     Ack,
     Channel,
@@ -56,32 +58,17 @@ class CommandPublisher(Protocol):
     def send_ack(self, kiosk_id: str, ack: Ack) -> None: ...
 
 
-@dataclass
-class BrokerAddress:
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    tls_ca_file: str | None = None
-
-
 class MqttPublisher:
     """A ``CommandPublisher`` on a real broker; see the module docstring."""
 
     def __init__(self, broker: BrokerAddress, *, client_id: str | None = None) -> None:
         self.broker = broker
         self._connected = threading.Event()
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"fleet-server-{uuid.uuid4().hex[:12]}",
+        self._client = create_paho_client(
+            broker, client_id or f"fleet-server-{uuid.uuid4().hex[:12]}"
         )
-        if broker.username:
-            self._client.username_pw_set(broker.username, broker.password)
-        if broker.tls_ca_file:
-            self._client.tls_set(ca_certs=broker.tls_ca_file)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
-        self._client.reconnect_delay_set(1, 30)
 
     def start(self, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         """Connect and start paho's thread; raises ``PublishError`` if no broker accepts it."""

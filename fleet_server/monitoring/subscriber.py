@@ -26,20 +26,21 @@ import logging
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from fleet_server.core.db import session_scope
-from fleet_server.messaging.publisher import BrokerAddress, CommandPublisher
+from fleet_server.messaging.client import (
+    CONNECT_TIMEOUT_S,
+    BrokerAddress,
+    BrokerConnectionError,
+    SubscriberClient,
+)
+from fleet_server.messaging.publisher import CommandPublisher
 from fleet_server.models.base import utc_now
 from fleet_server.services.monitoring import (
     MonitoringPolicy,
@@ -60,14 +61,12 @@ from kiosk_agent.contract import (
 
 logger = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
 QUEUE_SIZE = 10_000
 # How long paho's thread waits for room for a status before dropping it.
 STATUS_PUT_TIMEOUT_S = 5.0
 # Log one warning per this many dropped or invalid messages.
 LOG_EVERY = 100
-KEEPALIVE_S = 30
 
 
 @dataclass(frozen=True)
@@ -86,8 +85,8 @@ class SubscriberStats:
     sweeps: int = 0
 
 
-class SubscriberError(Exception):
-    """The subscriber could not connect to the broker or subscribe in time."""
+# The error that start raises, under the name that callers of this module catch.
+SubscriberError = BrokerConnectionError
 
 
 class MonitoringSubscriber:
@@ -113,106 +112,51 @@ class MonitoringSubscriber:
         self._sweep_interval_s = sweep_interval_s
         self._clock = clock
         self._queue: queue.Queue[_Message | None] = queue.Queue(maxsize=queue_size)
-        self._ready = threading.Event()
         self._stopping = threading.Event()
         self._worker: threading.Thread | None = None
-
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"fleet-monitor-{uuid.uuid4().hex[:12]}",
+        self._client = SubscriberClient(
+            broker,
+            name="monitoring subscriber",
+            client_id=client_id,
+            client_id_prefix="fleet-monitor",
+            subscriptions=[
+                (fleet_topic_filter(Channel.STATUS), CHANNEL_QOS[Channel.STATUS]),
+                (fleet_topic_filter(Channel.TELEMETRY), CHANNEL_QOS[Channel.TELEMETRY]),
+            ],
+            on_message=self._accept,
         )
-        if broker.username:
-            self._client.username_pw_set(broker.username, broker.password)
-        if broker.tls_ca_file:
-            self._client.tls_set(ca_certs=broker.tls_ca_file)
-        self._client.on_connect = self._on_connect
-        self._client.on_subscribe = self._on_subscribe
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_message = self._on_message
-        self._client.reconnect_delay_set(1, 30)
 
     # --- Lifecycle --------------------------------------------------------------------------
 
     def start(self, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
-        """Start the worker, connect and subscribe; raise SubscriberError if that times out."""
+        """Start the worker, connect and subscribe.
+
+        Raises BrokerConnectionError (a ConnectionError) if that does not finish in time.
+        """
         self._worker = threading.Thread(target=self._run_worker, name="fleet-monitor", daemon=True)
         self._worker.start()
-        self._client.connect_async(self.broker.host, self.broker.port, keepalive=KEEPALIVE_S)
-        self._client.loop_start()
-        if not self._ready.wait(timeout_s):
-            self.stop()
-            raise SubscriberError(
-                f"cannot subscribe at the MQTT broker {self.broker.host}:{self.broker.port} "
-                f"within {timeout_s:.0f} s"
-            )
+        try:
+            self._client.start(timeout_s)
+        except ConnectionError:
+            self._stop_worker()
+            raise
         logger.info("monitoring subscriber started on %s:%d", self.broker.host, self.broker.port)
 
     def stop(self) -> None:
         """Disconnect, let the worker finish the queued messages, and stop both threads."""
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._client.close()
+        self._stop_worker()
+        logger.info("monitoring subscriber stopped: %s", self.stats)
+
+    def _stop_worker(self) -> None:
         self._stopping.set()
         self._queue.put(None)
         if self._worker is not None:
             self._worker.join(STOP_TIMEOUT_S)
             if self._worker.is_alive():
                 logger.error("monitoring worker did not stop within %.0f s", STOP_TIMEOUT_S)
-        logger.info("monitoring subscriber stopped: %s", self.stats)
 
     # --- Paho network thread ----------------------------------------------------------------
-    # Every callback catches its exceptions: paho re-raises them, which would end its thread.
-
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        flags: mqtt.ConnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        try:
-            if reason_code.is_failure:
-                logger.error("MQTT broker rejected the monitoring subscriber: %s", reason_code)
-                return
-            client.subscribe(
-                [
-                    (fleet_topic_filter(Channel.STATUS), CHANNEL_QOS[Channel.STATUS]),
-                    (fleet_topic_filter(Channel.TELEMETRY), CHANNEL_QOS[Channel.TELEMETRY]),
-                ]
-            )
-        except Exception:
-            logger.exception("monitoring subscriber on_connect failed")
-
-    def _on_subscribe(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        mid: int,
-        reason_codes: list[ReasonCode],
-        properties: Properties | None,
-    ) -> None:
-        failed = [code for code in reason_codes if code.is_failure]
-        if failed:
-            logger.error("MQTT broker rejected the monitoring subscriptions: %s", failed)
-            return
-        self._ready.set()
-
-    def _on_disconnect(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        flags: mqtt.DisconnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        if not self._stopping.is_set():
-            logger.warning("monitoring subscriber disconnected (%s); paho reconnects", reason_code)
-
-    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-        try:
-            self._accept(message.topic, bytes(message.payload))
-        except Exception:
-            logger.exception("monitoring subscriber failed on a message of %s", message.topic)
 
     def _accept(self, topic: str, raw: bytes) -> None:
         if not raw:

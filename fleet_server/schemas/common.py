@@ -3,7 +3,16 @@
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 MICRODEGREES_PER_DEGREE = 1_000_000
 
@@ -21,11 +30,41 @@ Longitude = Annotated[
     Field(ge=-180, le=180, max_digits=9, decimal_places=6, examples=[117.289467]),
     PlainSerializer(float, return_type=float, when_used="json"),
 ]
+NUL_ERROR_TYPE = "string_nul"
+NUL_ERROR_MESSAGE = "Text must not contain the NUL character U+0000; remove it"
+
+
+def reject_nul(value: str) -> str:
+    """Raise a validation error when ``value`` contains U+0000.
+
+    PostgreSQL text columns cannot store that character, and SQLite would store it, so the
+    API rejects it on both backends before a query is built.
+    """
+    if "\x00" in value:
+        raise PydanticCustomError(NUL_ERROR_TYPE, NUL_ERROR_MESSAGE)
+    return value
+
+
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(_contains_nul(item) for item in value)
+    if isinstance(value, dict):
+        return any(_contains_nul(key) or _contains_nul(item) for key, item in value.items())
+    return False
+
+
+# Text in a path or query parameter. Request bodies get the same check from RequestModel.
+Text = Annotated[str, AfterValidator(reject_nul)]
 # GB/T 2260 county-level division code, current or former.
 DivisionCodeStr = Annotated[str, Field(pattern=r"^\d{6}$", examples=["340422"])]
 NameStr = Annotated[str, Field(min_length=1, max_length=200)]
+# Largest value of an Integer column on PostgreSQL (int4). SQLite would store more, so the
+# bound keeps both backends accepting the same values.
+MAX_INT32 = 2**31 - 1
 # A count of people, beds or seats. Strict, so 12.5 or "12" is rejected instead of coerced.
-Count = Annotated[int, Field(strict=True, ge=0)]
+Count = Annotated[int, Field(strict=True, ge=0, le=MAX_INT32)]
 
 
 def to_microdegrees(degrees: Decimal | None) -> int | None:
@@ -68,7 +107,16 @@ class Page(BaseModel, Generic[ItemT]):
 
 
 class RequestModel(BaseModel):
+    """Base of the request bodies: unknown fields and text containing U+0000 are rejected."""
+
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _reject_nul(cls, value: Any) -> Any:
+        if _contains_nul(value):
+            raise PydanticCustomError(NUL_ERROR_TYPE, NUL_ERROR_MESSAGE)
+        return value
 
 
 class UpdateModel(RequestModel):

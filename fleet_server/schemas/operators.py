@@ -7,12 +7,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fleet_server.models import Cabinet, CabinetServiceStatus
 from fleet_server.schemas.common import NameStr, RequestModel, UpdateModel
+from kiosk_agent.contract import RegisteredKioskId
 
 # 统一社会信用代码: 18 characters of digits and upper-case letters (GB 32100-2015).
 CreditCode = Annotated[str, Field(pattern=r"^[0-9A-HJ-NPQRTUWXY]{18}$")]
-# AH-<five digits>-<four digits>. The middle group is meant for the school's institution
-# code, but only the format is checked.
-KioskId = Annotated[str, Field(pattern=r"^AH-\d{5}-\d{4}$", examples=["AH-10357-0001"])]
+# The agent's config accepts the same ids, so every registered cabinet can be configured.
+KioskId = RegisteredKioskId
 FirmwareVersion = Annotated[str, Field(min_length=1, max_length=64, examples=["1.4.2"])]
 
 

@@ -11,7 +11,7 @@ from fleet_server.api.deps import (
 )
 from fleet_server.api.errors import error_responses
 from fleet_server.models import AlertKind, AlertState
-from fleet_server.schemas.common import Page
+from fleet_server.schemas.common import Page, Text
 from fleet_server.schemas.monitoring import AlertAction, AlertPublic
 from fleet_server.services import alerts as alert_service
 from fleet_server.services.fleet import alert_public
@@ -27,7 +27,7 @@ def list_alerts(
     state: AlertState | None = None,
     unresolved: bool = False,
     kind: AlertKind | None = None,
-    kiosk_id: str | None = None,
+    kiosk_id: Text | None = None,
     school_id: int | None = None,
     operator_id: int | None = None,
     limit: PageLimit = DEFAULT_PAGE_LIMIT,

@@ -9,7 +9,7 @@ from fleet_server.api.deps import (
 )
 from fleet_server.api.errors import error_responses
 from fleet_server.models import CabinetServiceStatus
-from fleet_server.schemas.common import Page
+from fleet_server.schemas.common import Page, Text
 from fleet_server.schemas.operators import CabinetCreate, CabinetPublic
 from fleet_server.services import operators as operator_service
 from fleet_server.services.pagination import DEFAULT_PAGE_LIMIT
@@ -58,6 +58,6 @@ def register_cabinet(
 
 
 @router.get("/{kiosk_id}", responses=error_responses(401, 403, 404, 422))
-def get_cabinet(session: SessionDep, actor: StaffActor, kiosk_id: str) -> CabinetPublic:
+def get_cabinet(session: SessionDep, actor: StaffActor, kiosk_id: Text) -> CabinetPublic:
     cabinet = operator_service.get_cabinet(session, actor=actor, kiosk_id=kiosk_id)
     return CabinetPublic.from_model(cabinet)

@@ -5,6 +5,7 @@ from fastapi import APIRouter, Path
 from fleet_server.api.deps import CurrentActor, SessionDep
 from fleet_server.api.errors import error_responses
 from fleet_server.models import CountyLevel
+from fleet_server.schemas.common import Text
 from fleet_server.schemas.counties import CountyPublic
 from fleet_server.services import counties as county_service
 
@@ -15,7 +16,7 @@ router = APIRouter(prefix="/counties", tags=["counties"])
 def list_counties(
     session: SessionDep,
     actor: CurrentActor,
-    city: str | None = None,
+    city: Text | None = None,
     level: CountyLevel | None = None,
 ) -> list[CountyPublic]:
     """List Anhui's poverty counties with every division code each has had."""

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends
 from fleet_server.api.deps import PageLimit, PageOffset, SessionDep, SettingsDep, StaffActor
 from fleet_server.api.errors import error_responses
 from fleet_server.models import LocationType
-from fleet_server.schemas.common import Page
+from fleet_server.schemas.common import Page, Text
 from fleet_server.schemas.monitoring import (
     CabinetLivePublic,
     FleetCabinetPublic,
@@ -57,7 +57,7 @@ def list_fleet(
 
 @router.get("/fleet/cabinets/{kiosk_id}", responses=error_responses(401, 403, 404, 422))
 def get_cabinet_state(
-    session: SessionDep, actor: StaffActor, policy: PolicyDep, kiosk_id: str
+    session: SessionDep, actor: StaffActor, policy: PolicyDep, kiosk_id: Text
 ) -> CabinetLivePublic:
     """Return one cabinet's doors, scales, outbox, stock and unresolved alerts."""
     return fleet_service.get_live_state(session, actor=actor, kiosk_id=kiosk_id, policy=policy)

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from fleet_server.api.deps import CabinetRegistrarActor, SessionDep, StaffActor
 from fleet_server.api.errors import error_response, error_responses
 from fleet_server.messaging.publisher import CommandPublisher
-from fleet_server.schemas.common import ErrorBody, ErrorDetail
+from fleet_server.schemas.common import ErrorBody, ErrorDetail, Text
 from fleet_server.schemas.planograms import (
     PlanogramPublic,
     PlanogramSaved,
@@ -31,7 +31,7 @@ PublisherDep = Annotated[CommandPublisher | None, Depends(get_command_publisher)
 
 
 @router.get("/{kiosk_id}/planogram", responses=error_responses(401, 403, 404, 422))
-def get_planogram(session: SessionDep, actor: StaffActor, kiosk_id: str) -> PlanogramPublic:
+def get_planogram(session: SessionDep, actor: StaffActor, kiosk_id: Text) -> PlanogramPublic:
     """Return the newest planogram version, with each product's county and sample flag."""
     planogram = planogram_service.get_planogram(session, actor=actor, kiosk_id=kiosk_id)
     return PlanogramPublic.from_model(planogram)
@@ -42,7 +42,7 @@ def save_planogram(
     session: SessionDep,
     actor: CabinetRegistrarActor,
     publisher: PublisherDep,
-    kiosk_id: str,
+    kiosk_id: Text,
     body: PlanogramUpdate,
 ) -> PlanogramSaved:
     """Save the next planogram version and send it to the cabinet.

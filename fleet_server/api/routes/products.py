@@ -11,7 +11,7 @@ from fleet_server.api.deps import (
     SessionDep,
 )
 from fleet_server.api.errors import error_responses
-from fleet_server.schemas.common import Page
+from fleet_server.schemas.common import Page, Text
 from fleet_server.schemas.products import ProductCreate, ProductPublic, ProductUpdate
 from fleet_server.services import products as product_service
 from fleet_server.services.pagination import DEFAULT_PAGE_LIMIT
@@ -26,7 +26,7 @@ def list_products(
     county_code: Annotated[
         str | None, Query(pattern=r"^\d{6}$", description="current or former division code")
     ] = None,
-    category: str | None = None,
+    category: Text | None = None,
     valid_on: Annotated[
         date | None, Query(description="only products whose certificate is valid on this day")
     ] = None,

@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict
 from fleet_server.api.deps import CabinetRegistrarActor, SessionDep, SettingsDep, StaffActor
 from fleet_server.api.errors import error_responses
 from fleet_server.models.enums import CabinetServiceStatus
+from fleet_server.schemas.common import Text
 from fleet_server.schemas.operators import CabinetCreate
 from fleet_server.schemas.provisioning import ProvisioningPublic
 from fleet_server.services import provisioning as provisioning_service
@@ -21,7 +22,7 @@ def provision_cabinet(
     session: SessionDep,
     settings: SettingsDep,
     actor: CabinetRegistrarActor,
-    kiosk_id: str,
+    kiosk_id: Text,
     response: Response,
 ) -> ProvisioningPublic:
     """Issue new broker credentials and a new key for a cabinet, replacing earlier ones.
@@ -74,7 +75,7 @@ class ServiceStatusPublic(BaseModel):
 def set_service_status(
     session: SessionDep,
     actor: CabinetRegistrarActor,
-    kiosk_id: str,
+    kiosk_id: Text,
     body: ServiceStatusUpdate,
 ) -> ServiceStatusPublic:
     """Put a provisioned cabinet in service (purchases need it), pause it or retire it."""
@@ -91,7 +92,7 @@ def set_service_status(
     responses={200: {"content": {"image/svg+xml": {}}}, **error_responses(401, 403, 404, 422)},
 )
 def get_sticker(
-    session: SessionDep, settings: SettingsDep, actor: StaffActor, kiosk_id: str
+    session: SessionDep, settings: SettingsDep, actor: StaffActor, kiosk_id: Text
 ) -> Response:
     """Return the printable sticker (SVG) with the cabinet's id, placement and QR code."""
     svg = provisioning_service.get_sticker(

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Response, status
 from fleet_server.api.deps import PageLimit, PageOffset, SessionDep, StaffActor
 from fleet_server.api.errors import error_responses
 from fleet_server.api.payment_deps import ProviderDep
-from fleet_server.schemas.common import Page
+from fleet_server.schemas.common import Page, Text
 from fleet_server.schemas.purchases import RefundCreate, RefundPublic, SalePublic
 from fleet_server.services import sales as sale_service
 from fleet_server.services.pagination import DEFAULT_PAGE_LIMIT
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/sales", tags=["sales"])
 def list_sales(
     session: SessionDep,
     actor: StaffActor,
-    kiosk_id: str | None = None,
+    kiosk_id: Text | None = None,
     review_needed: bool | None = None,
     limit: PageLimit = DEFAULT_PAGE_LIMIT,
     offset: PageOffset = 0,

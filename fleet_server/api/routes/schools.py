@@ -10,7 +10,7 @@ from fleet_server.api.deps import (
 )
 from fleet_server.api.errors import error_responses
 from fleet_server.models import SchoolType
-from fleet_server.schemas.common import Page
+from fleet_server.schemas.common import Page, Text
 from fleet_server.schemas.schools import SchoolCreate, SchoolPublic, SchoolUpdate
 from fleet_server.services import schools as school_service
 from fleet_server.services.pagination import DEFAULT_PAGE_LIMIT
@@ -24,7 +24,7 @@ def list_schools(
     actor: StaffActor,
     limit: PageLimit = DEFAULT_PAGE_LIMIT,
     offset: PageOffset = 0,
-    city: str | None = None,
+    city: Text | None = None,
     school_type: SchoolType | None = None,
 ) -> Page[SchoolPublic]:
     """List the schools the caller may see, ordered by id."""
