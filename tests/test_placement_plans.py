@@ -217,3 +217,26 @@ def test_school_without_enrollment_is_told_to_enter_it(
 
     assert response.status_code == 422
     assert response.json()["code"] == "enrollment_missing"
+
+
+def test_export_survives_control_characters_in_names(
+    client: TestClient, world: World, campus: int, seeded: sessionmaker[Session]
+) -> None:
+    with session_scope(seeded) as session:
+        session.execute(
+            sa.update(Building)
+            .where(Building.id == world.a.building_id)
+            .values(name="学生公寓\x01 1 号楼")
+        )
+
+    response = client.post(
+        f"{API}/schools/{campus}/placement-plan/recommendation/export",
+        json={},
+        headers=world.headers["school_admin_a"],
+    )
+
+    assert response.status_code == 200
+    sheet = load_workbook(io.BytesIO(response.content)).active
+    assert sheet is not None
+    names = [row[1] for row in sheet.iter_rows(values_only=True)]
+    assert "学生公寓 1 号楼" in names

@@ -714,3 +714,26 @@ def test_audit_records_every_ledger_change(
         assert history[0].after is not None
         assert history[0].after["amount_fen"] == 120_000
         assert history[1].actor_user_id == shop.world.a.admin_id
+
+
+def test_download_name_is_safe_in_the_header(
+    shop_client: TestClient, shop: Shop, seeded: sessionmaker[Session]
+) -> None:
+    with session_scope(seeded) as session:
+        session.execute(
+            sa.update(School)
+            .where(School.id == shop.world.a.school_id)
+            .values(name='安徽"大学\r\nX-Injected: 1')
+        )
+
+    response = shop_client.get(
+        f"{API}/schools/{shop.world.a.school_id}/procurement/reports/{WEEK_1}/export",
+        headers=shop.headers["school_admin_a"],
+    )
+
+    assert response.status_code == 200
+    assert "x-injected" not in response.headers
+    disposition = response.headers["content-disposition"]
+    assert "\r" not in disposition
+    assert disposition.startswith('attachment; filename="')
+    assert "filename*=UTF-8''%E5%AE%89%E5%BE%BD%22" in disposition

@@ -99,6 +99,32 @@ def _add_activity(shop: Shop, app: FastAPI, factory: sessionmaker[Session]) -> d
     assert alert_id is not None
 
     world = shop.world
+    with TestClient(app) as client:
+        admin = shop.headers["school_admin_a"]
+        ledger_path = f"/api/v1/schools/{world.a.school_id}/procurement"
+        voucher = client.post(
+            f"{ledger_path}/vouchers",
+            files={"file": ("voucher.png", b"\x89PNG\r\n\x1a\n" + bytes(32), "image/png")},
+            headers=admin,
+        )
+        entry = client.post(
+            f"{ledger_path}/entries",
+            json={
+                "channel": "canteen",
+                "occurred_on": "2026-11-18",
+                "product_name": "大米",
+                "county_code": tea.county_code,
+                "supplier": "合作社",
+                "quantity": "10",
+                "unit": "袋",
+                "amount_fen": 10_000,
+                "voucher_ref": "FP-1",
+                "voucher_file_id": voucher.json()["id"],
+            },
+            headers=admin,
+        )
+    assert entry.status_code == 201, entry.text
+
     return {
         "school_id": world.a.school_id,
         "building_id": world.a.building_id,
@@ -111,6 +137,9 @@ def _add_activity(shop: Shop, app: FastAPI, factory: sessionmaker[Session]) -> d
         "purchase_id": str(purchase_id),
         "sale_id": str(record.sale_id),
         "alert_id": alert_id,
+        "entry_id": entry.json()["id"],
+        "voucher_id": voucher.json()["id"],
+        "week": "2026-11-16",
     }
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 
 from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
@@ -42,8 +43,18 @@ def _yuan(fen: int) -> Decimal:
     return Decimal(fen) / 100
 
 
+def _append(sheet: Worksheet, row: Sequence[object]) -> None:
+    """Append a row, dropping the control characters that the file format cannot hold.
+
+    Names come from users, and a stray control character must not make a download fail.
+    """
+    sheet.append(
+        [ILLEGAL_CHARACTERS_RE.sub("", value) if isinstance(value, str) else value for value in row]
+    )
+
+
 def _header(sheet: Worksheet, headers: Sequence[str]) -> None:
-    sheet.append(list(headers))
+    _append(sheet, list(headers))
     for cell in sheet[sheet.max_row]:
         cell.font = HEADER_FONT
         cell.alignment = Alignment(horizontal="center", wrap_text=True)
@@ -72,13 +83,13 @@ def report_workbook(report: ReportPublic) -> bytes:
     assert sheet is not None
     sheet.title = "采购信息表"
     school = report.school
-    sheet.append([f"{school.name} 面向采购和消费扶贫采购信息表"])
+    _append(sheet, [f"{school.name} 面向采购和消费扶贫采购信息表"])
     sheet["A1"].font = TITLE_FONT
-    sheet.append([f"统计周期：{report.week} 至 {report.week_end}；报送截止：{report.due}"])
+    _append(sheet, [f"统计周期：{report.week} 至 {report.week_end}；报送截止：{report.due}"])
     status = STATUS_NAMES[report.status.value]
     submitted = f"；报送时间：{report.submitted_at:%Y-%m-%d %H:%M}" if report.submitted_at else ""
-    sheet.append([f"状态：{status}{submitted}；金额单位：万元（两位小数，四舍五入）"])
-    sheet.append([])
+    _append(sheet, [f"状态：{status}{submitted}；金额单位：万元（两位小数，四舍五入）"])
+    _append(sheet, [])
 
     counties = "、".join(row.county_name for row in report.by_county) or "—"
     cabinet = next((row for row in report.by_channel if row.channel.value == "cabinet"), None)
@@ -98,7 +109,8 @@ def report_workbook(report: ReportPublic) -> bytes:
             "备注",
         ],
     )
-    sheet.append(
+    _append(
+        sheet,
         [
             1,
             school.name,
@@ -111,7 +123,7 @@ def report_workbook(report: ReportPublic) -> bytes:
             _wan(report.adjustment_wan),
             counties,
             f"累计自 {report.year_start} 起",
-        ]
+        ],
     )
     _format_row(
         sheet,
@@ -124,9 +136,9 @@ def report_workbook(report: ReportPublic) -> bytes:
             9: WAN_FORMAT,
         },
     )
-    sheet.append([])
+    _append(sheet, [])
 
-    sheet.append(["按产品来源县"])
+    _append(sheet, ["按产品来源县"])
     sheet.cell(row=sheet.max_row, column=1).font = HEADER_FONT
     _header(
         sheet,
@@ -141,7 +153,8 @@ def report_workbook(report: ReportPublic) -> bytes:
         ],
     )
     for number, row in enumerate(report.by_county, start=1):
-        sheet.append(
+        _append(
+            sheet,
             [
                 number,
                 row.county_name,
@@ -150,10 +163,11 @@ def report_workbook(report: ReportPublic) -> bytes:
                 _wan(row.year_to_date_wan),
                 _yuan(row.period_fen),
                 _yuan(row.year_to_date_fen),
-            ]
+            ],
         )
         _format_row(sheet, {4: WAN_FORMAT, 5: WAN_FORMAT, 6: YUAN_FORMAT, 7: YUAN_FORMAT})
-    sheet.append(
+    _append(
+        sheet,
         [
             "合计",
             "",
@@ -162,12 +176,12 @@ def report_workbook(report: ReportPublic) -> bytes:
             _wan(report.year_to_date_wan),
             _yuan(report.period_fen),
             _yuan(report.year_to_date_fen),
-        ]
+        ],
     )
     _format_row(sheet, {4: WAN_FORMAT, 5: WAN_FORMAT, 6: YUAN_FORMAT, 7: YUAN_FORMAT})
-    sheet.append([])
+    _append(sheet, [])
 
-    sheet.append(["按采购渠道"])
+    _append(sheet, ["按采购渠道"])
     sheet.cell(row=sheet.max_row, column=1).font = HEADER_FONT
     _header(
         sheet,
@@ -182,7 +196,8 @@ def report_workbook(report: ReportPublic) -> bytes:
         ],
     )
     for number, channel_row in enumerate(report.by_channel, start=1):
-        sheet.append(
+        _append(
+            sheet,
             [
                 number,
                 channel_row.channel_name,
@@ -191,18 +206,19 @@ def report_workbook(report: ReportPublic) -> bytes:
                 _wan(channel_row.year_to_date_wan),
                 _yuan(channel_row.period_fen),
                 _yuan(channel_row.year_to_date_fen),
-            ]
+            ],
         )
         _format_row(sheet, {4: WAN_FORMAT, 5: WAN_FORMAT, 6: YUAN_FORMAT, 7: YUAN_FORMAT})
-    sheet.append([])
+    _append(sheet, [])
 
-    sheet.append(["往期调整（已报送周次的迟到记录，按原采购日期列出）"])
+    _append(sheet, ["往期调整（已报送周次的迟到记录，按原采购日期列出）"])
     sheet.cell(row=sheet.max_row, column=1).font = HEADER_FONT
     _header(
         sheet, ["序号", "原采购日期", "采购渠道", "产品来源（县/区）", "金额（元）", "是否计入"]
     )
     for number, adjustment in enumerate(report.adjustments, start=1):
-        sheet.append(
+        _append(
+            sheet,
             [
                 number,
                 adjustment.occurred_on,
@@ -214,29 +230,30 @@ def report_workbook(report: ReportPublic) -> bytes:
                 else REASON_NAMES[adjustment.reason][0]
                 if adjustment.reason
                 else "不计入",
-            ]
+            ],
         )
         _format_row(sheet, {2: "yyyy-mm-dd", 5: YUAN_FORMAT})
     if not report.adjustments:
-        sheet.append(["无"])
-    sheet.append([])
+        _append(sheet, ["无"])
+    _append(sheet, [])
 
-    sheet.append(["不计入采购量的金额"])
+    _append(sheet, ["不计入采购量的金额"])
     sheet.cell(row=sheet.max_row, column=1).font = HEADER_FONT
     _header(sheet, ["序号", "原因", "采购渠道", "", "金额（元）"])
     for number, excluded in enumerate(report.not_counting, start=1):
-        sheet.append(
+        _append(
+            sheet,
             [
                 number,
                 excluded.reason_name,
                 CHANNEL_NAMES[excluded.channel][0],
                 "",
                 _yuan(excluded.amount_fen),
-            ]
+            ],
         )
         _format_row(sheet, {5: YUAN_FORMAT})
     if not report.not_counting:
-        sheet.append(["无"])
+        _append(sheet, ["无"])
 
     _widths(sheet, [8, 26, 14, 20, 20, 18, 18, 22, 18, 30, 24])
     return _save(workbook)
@@ -307,7 +324,8 @@ def _overview_rows(sheet: Worksheet, rows: Sequence[OverviewRow], *, ranked: boo
         ],
     )
     for number, row in enumerate(rows, start=1):
-        sheet.append(
+        _append(
+            sheet,
             [
                 row.rank if ranked else number,
                 row.school.name,
@@ -317,7 +335,7 @@ def _overview_rows(sheet: Worksheet, rows: Sequence[OverviewRow], *, ranked: boo
                 "逾期" if row.late else "",
                 _wan(row.period_wan),
                 _wan(row.year_to_date_wan),
-            ]
+            ],
         )
         _format_row(sheet, {7: WAN_FORMAT, 8: WAN_FORMAT})
     _widths(sheet, [8, 30, 10, 16, 18, 10, 18, 18])
@@ -329,12 +347,13 @@ def province_workbook(overview: Overview, ranking: Rankings, counties: CountyTot
     sheet = workbook.active
     assert sheet is not None
     sheet.title = "各校报送情况"
-    sheet.append([f"全省高校面向采购周报汇总：{overview.week} 至 {overview.week_end}"])
+    _append(sheet, [f"全省高校面向采购周报汇总：{overview.week} 至 {overview.week_end}"])
     sheet["A1"].font = TITLE_FONT
-    sheet.append([f"已报送 {overview.submitted} 所；逾期 {overview.late} 所；金额单位：万元"])
+    _append(sheet, [f"已报送 {overview.submitted} 所；逾期 {overview.late} 所；金额单位：万元"])
     _overview_rows(sheet, overview.schools, ranked=False)
-    sheet.append(
-        ["合计", "", "", "", "", "", _wan(overview.period_wan), _wan(overview.year_to_date_wan)]
+    _append(
+        sheet,
+        ["合计", "", "", "", "", "", _wan(overview.period_wan), _wan(overview.year_to_date_wan)],
     )
     _format_row(sheet, {7: WAN_FORMAT, 8: WAN_FORMAT})
 
@@ -343,7 +362,7 @@ def province_workbook(overview: Overview, ranking: Rankings, counties: CountyTot
         ("高职院校排名", ranking.vocational),
     ):
         ranked_sheet = workbook.create_sheet(title)
-        ranked_sheet.append([f"{title}（按累计采购量）：截至 {overview.week_end}"])
+        _append(ranked_sheet, [f"{title}（按累计采购量）：截至 {overview.week_end}"])
         ranked_sheet["A1"].font = TITLE_FONT
         _overview_rows(ranked_sheet, rows, ranked=True)
 
@@ -360,7 +379,8 @@ def province_workbook(overview: Overview, ranking: Rankings, counties: CountyTot
         ],
     )
     for number, county in enumerate(counties.counties, start=1):
-        county_sheet.append(
+        _append(
+            county_sheet,
             [
                 number,
                 county.county_name,
@@ -368,11 +388,12 @@ def province_workbook(overview: Overview, ranking: Rankings, counties: CountyTot
                 _wan(county.period_wan),
                 _wan(county.year_to_date_wan),
                 county.schools,
-            ]
+            ],
         )
         _format_row(county_sheet, {4: WAN_FORMAT, 5: WAN_FORMAT})
-    county_sheet.append(
-        ["合计", "", "", _wan(counties.period_wan), _wan(counties.year_to_date_wan), ""]
+    _append(
+        county_sheet,
+        ["合计", "", "", _wan(counties.period_wan), _wan(counties.year_to_date_wan), ""],
     )
     _format_row(county_sheet, {4: WAN_FORMAT, 5: WAN_FORMAT})
     _widths(county_sheet, [8, 20, 12, 18, 18, 12])
@@ -395,20 +416,22 @@ def plan_workbook(school_name: str, plan: Recommendation) -> bytes:
     sheet = workbook.active
     assert sheet is not None
     sheet.title = "点位规划"
-    sheet.append([f"{school_name} 消费扶贫智能专柜点位规划"])
+    _append(sheet, [f"{school_name} 消费扶贫智能专柜点位规划"])
     sheet["A1"].font = TITLE_FONT
-    sheet.append([f"在校生 {plan.enrollment} 人；规划 {plan.total} 台：{plan.total_explanation}"])
-    sheet.append([f"已安装 {plan.installed} 台，其中在线 {plan.online} 台"])
-    sheet.append([])
+    _append(sheet, [f"在校生 {plan.enrollment} 人；规划 {plan.total} 台：{plan.total_explanation}"])
+    _append(sheet, [f"已安装 {plan.installed} 台，其中在线 {plan.online} 台"])
+    _append(sheet, [])
     _header(sheet, ["序号", "点位类型", "规划台数", "说明"])
     for number, row in enumerate(plan.by_type, start=1):
-        sheet.append(
-            [number, LOCATION_TYPE_NAMES[row.location_type.value], row.count, row.explanation]
+        _append(
+            sheet,
+            [number, LOCATION_TYPE_NAMES[row.location_type.value], row.count, row.explanation],
         )
-    sheet.append([])
+    _append(sheet, [])
     _header(sheet, ["序号", "建筑", "点位类型", "规划台数", "已安装", "在线", "待安装", "说明"])
     for number, building in enumerate(plan.by_building, start=1):
-        sheet.append(
+        _append(
+            sheet,
             [
                 number,
                 building.building_name,
@@ -418,9 +441,10 @@ def plan_workbook(school_name: str, plan: Recommendation) -> bytes:
                 building.online,
                 building.to_install,
                 building.explanation,
-            ]
+            ],
         )
-    sheet.append(
+    _append(
+        sheet,
         [
             "合计",
             "",
@@ -430,7 +454,7 @@ def plan_workbook(school_name: str, plan: Recommendation) -> bytes:
             plan.online,
             sum(building.to_install for building in plan.by_building),
             "",
-        ]
+        ],
     )
     _widths(sheet, [8, 26, 14, 10, 10, 10, 10, 60])
     return _save(workbook)
@@ -442,18 +466,20 @@ def province_plans_workbook(plans: ProvincePlans) -> bytes:
     sheet = workbook.active
     assert sheet is not None
     sheet.title = "全省点位规划"
-    sheet.append(
+    _append(
+        sheet,
         [
             f"全省消费扶贫智能专柜规划：目标 {plans.target} 台，"
             f"已规划 {plans.planned} 台，已安装 {plans.installed} 台，在线 {plans.online} 台"
-        ]
+        ],
     )
     sheet["A1"].font = TITLE_FONT
     _header(
         sheet, ["序号", "学校名称", "学校类别", "在校生", "规划台数", "报送时间", "已安装", "在线"]
     )
     for number, row in enumerate(plans.schools, start=1):
-        sheet.append(
+        _append(
+            sheet,
             [
                 number,
                 row.school_name,
@@ -463,8 +489,8 @@ def province_plans_workbook(plans: ProvincePlans) -> bytes:
                 f"{row.plan_submitted_at:%Y-%m-%d %H:%M}" if row.plan_submitted_at else "",
                 row.installed,
                 row.online,
-            ]
+            ],
         )
-    sheet.append(["合计", "", "", "", plans.planned, "", plans.installed, plans.online])
+    _append(sheet, ["合计", "", "", "", plans.planned, "", plans.installed, plans.online])
     _widths(sheet, [8, 30, 10, 10, 10, 18, 10, 10])
     return _save(workbook)

@@ -1,5 +1,6 @@
 """The procurement ledger, weekly reports and the province's weekly overview."""
 
+import re
 from datetime import date
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
@@ -55,14 +56,16 @@ def _year(settings: ServerSettings) -> reports.YearStart:
 
 
 def attachment(content: bytes, media_type: str, filename: str) -> Response:
-    # RFC 6266: an ASCII fallback name, and the UTF-8 name for browsers that read it.
-    fallback = filename.encode("ascii", "replace").decode().replace("?", "_")
+    """Return a download; the name goes out as RFC 6266 asks, safe in any header."""
+    # An ASCII fallback of letters, digits and ._- only, and the UTF-8 name percent-encoded
+    # for browsers that read filename*; names come from users and may hold any character.
+    fallback = re.sub(r"[^A-Za-z0-9._-]", "_", filename)
     return Response(
         content,
         media_type=media_type,
         headers={
             "Content-Disposition": f'attachment; filename="{fallback}"; '
-            f"filename*=UTF-8''{quote(filename)}"
+            f"filename*=UTF-8''{quote(filename, safe='')}"
         },
     )
 
