@@ -2,4 +2,6 @@
 
 from fastapi import APIRouter
 
-AREA_ROUTERS: list[APIRouter] = []
+from fleet_server.web import student
+
+AREA_ROUTERS: list[APIRouter] = [student.router]
