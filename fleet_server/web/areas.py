@@ -2,6 +2,6 @@
 
 from fastapi import APIRouter
 
-from fleet_server.web import province, school
+from fleet_server.web import province, school, student
 
-AREA_ROUTERS: list[APIRouter] = [school.router, province.router]
+AREA_ROUTERS: list[APIRouter] = [student.router, school.router, province.router]
