@@ -31,8 +31,10 @@ def purchase_code(key: bytes, kiosk_id: str, window: int) -> str:
 def verify_code(key: bytes, kiosk_id: str, code: str, *, now: float | None = None) -> bool:
     """Return True if ``code`` is the code of the current or the previous window."""
     current = window_at(time.time() if now is None else now)
+    # compare_digest refuses str with non-ASCII characters; bytes compare in constant time.
+    offered = code.encode("utf-8")
     return any(
-        hmac.compare_digest(purchase_code(key, kiosk_id, current - age), code)
+        hmac.compare_digest(purchase_code(key, kiosk_id, current - age).encode(), offered)
         for age in range(ACCEPTED_WINDOWS)
     )
 

@@ -44,3 +44,9 @@ def test_url_carries_cabinet_and_code() -> None:
     url = purchase_url("https://zhigui.example.edu/", "AH-10357-0001", "0123abcd0123abcd")
 
     assert url == "https://zhigui.example.edu/buy/AH-10357-0001?c=0123abcd0123abcd"
+
+
+def test_code_with_non_ascii_characters_is_refused() -> None:
+    key = bytes(range(32))
+
+    assert verify_code(key, "AH-10357-0001", "码码码码", now=1_000_000.0) is False

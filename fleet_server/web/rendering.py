@@ -3,6 +3,7 @@
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -61,12 +62,19 @@ def render(
         "csrf": user.csrf if user else "",
         "path": request.url.path,
         "query": request.url.query,
+        "lang_switch_url": _lang_switch_url(request, "en" if lang == "zh" else "zh"),
         **(context or {}),
     }
     body = environment.get_template(template).render(values)
     response = HTMLResponse(body, status_code=status_code)
     remember_lang(request, response)
     return response
+
+
+def _lang_switch_url(request: Request, lang: str) -> str:
+    """Return this page's URL in the other language, keeping its other query parameters."""
+    params = [(key, value) for key, value in request.query_params.multi_items() if key != "lang"]
+    return f"{request.url.path}?{urlencode([*params, ('lang', lang)])}"
 
 
 def page_user(*roles: Role) -> Callable[..., PageUser]:

@@ -1,18 +1,5 @@
-// The student's pages: keep the purchase code when switching language, and follow a
-// running purchase until its receipt can be shown.
+// The student's pages: follow a running purchase until its receipt can be shown.
 "use strict";
-
-(function keepQueryOnLanguageSwitch() {
-  // The layout's switch links to "?lang=..", which would drop the code of /buy/..?c=..
-  const link = document.querySelector("[data-testid=lang-switch]");
-  if (!link) {
-    return;
-  }
-  const target = new URLSearchParams(link.getAttribute("href").replace(/^\?/, ""));
-  const params = new URLSearchParams(window.location.search);
-  params.set("lang", target.get("lang") || "zh");
-  link.setAttribute("href", "?" + params.toString());
-})();
 
 (function followPurchase() {
   const panel = document.querySelector("[data-testid=purchase-status][data-purchase-id]");
