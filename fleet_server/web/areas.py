@@ -2,4 +2,6 @@
 
 from fastapi import APIRouter
 
-AREA_ROUTERS: list[APIRouter] = []
+from fleet_server.web.operator import router as operator_router
+
+AREA_ROUTERS: list[APIRouter] = [operator_router]
