@@ -27,6 +27,8 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from firmware_protocol.link import Aborted, Rejected, ReplyReceived, TimedOut, UnlockVerified
@@ -106,6 +108,20 @@ STATE_LOCK_FAULT = "lock_fault"
 
 E = SessionInput
 S = SessionState
+
+
+def simulation_time(clock_file: Path, now_s: float) -> datetime:
+    """Return the simulated time: the file's ISO 8601 time plus the seconds since it was written.
+
+    Simulations set ``clock_file`` to run a week of business in minutes; the demo writes
+    the simulated start of each purchase just before it. Raises OSError or ValueError when
+    the file is missing or holds no aware timestamp.
+    """
+    written = clock_file.stat().st_mtime
+    base = datetime.fromisoformat(clock_file.read_text(encoding="utf-8").strip())
+    if base.tzinfo is None:
+        raise ValueError("the time has no UTC offset")
+    return (base + timedelta(seconds=max(now_s - written, 0.0))).astimezone(UTC)
 
 
 class KioskAgent:
@@ -340,7 +356,7 @@ class KioskAgent:
         session = self.session
         if isinstance(event, DoorOpened):
             if session.state is S.UNLOCKED and event.token == session.unlock_token:
-                session.opened_at = utc_now()
+                session.opened_at = self.business_now()
                 session.apply(E.DOOR_OPENED)
                 self._save_session()
                 self._cancel_timer("open_timeout")
@@ -405,7 +421,7 @@ class KioskAgent:
 
     async def _door_closed(self) -> None:
         session = self.session
-        session.closed_at = utc_now()
+        session.closed_at = self.business_now()
         session.apply(E.DOOR_CLOSED)
         self._save_session()
         self._cancel_timer("open_timeout")
@@ -461,7 +477,7 @@ class KioskAgent:
             outcome=outcome,
             opened_at=session.opened_at if outcome is not SaleOutcome.DOOR_NOT_OPENED else None,
             closed_at=session.closed_at if session.opened_at else None,
-            recorded_at=utc_now(),
+            recorded_at=self.business_now(),
             lines=lines,
             review=Review(needed=bool(reasons), reasons=reasons),
             shelf_deltas=[
@@ -500,6 +516,19 @@ class KioskAgent:
         self._notify()
         self._refresh_screen()
 
+    def business_now(self) -> datetime:
+        """Return the time a sale is stamped with: now, or the simulation's clock."""
+        clock_file = self.settings.clock_file
+        if clock_file is None:
+            return utc_now()
+        try:
+            return simulation_time(clock_file, time.time())
+        except (OSError, ValueError) as error:
+            logger.warning(
+                "simulation clock %s unreadable (%s); using real time", clock_file, error
+            )
+            return utc_now()
+
     def _record_result_only(self, command: UnlockCommand, outcome: SaleOutcome) -> None:
         """Record a sale with no lines for a refused session, leaving the running one alone."""
         sale = SaleRecord(
@@ -507,7 +536,7 @@ class KioskAgent:
             kiosk_id=self.kiosk_id,
             session_id=command.session_id,
             outcome=outcome,
-            recorded_at=utc_now(),
+            recorded_at=self.business_now(),
             planogram_version=self.planogram.version if self.planogram else 0,
         )
         self.outbox.record_sale(sale, in_transaction=None)
@@ -608,7 +637,7 @@ class KioskAgent:
         if name == "open_timeout" and session.state is S.UNLOCKED:
             position = await self._door_position(session.door)
             if position is DoorPosition.OPEN:
-                session.opened_at = utc_now()
+                session.opened_at = self.business_now()
                 session.apply(E.DOOR_OPENED)
                 self._save_session()
                 self._start_timer("left_open", self.settings.left_open_alarm_s)

@@ -163,6 +163,11 @@ class AgentSettings(BaseSettings):
         description="maximum wait after the door closes for every shelf to report a stable weight",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    clock_file: Path | None = Field(
+        default=None,
+        description="simulation only: a file holding an ISO 8601 time; sales are stamped with "
+        "that time plus the seconds since the file was written. A real cabinet leaves it unset",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -223,6 +228,8 @@ class AgentSettings(BaseSettings):
             raise ValueError("reconnect_max_s must not be less than reconnect_min_s")
         if self.outbox_retry_cap_s < self.outbox_retry_base_s:
             raise ValueError("outbox_retry_cap_s must not be less than outbox_retry_base_s")
+        if self.clock_file is not None and not self.development:
+            raise ValueError("clock_file is for simulations; it needs development = true")
         return self
 
     @property

@@ -37,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from fleet_server.reporting.periods import week_of
+from fleet_server.reporting.periods import SHANGHAI, last_completed_week
 from kiosk_agent.purchase_code import purchase_code, window_at
 from simulator.control import ControlClient
 
@@ -377,6 +377,8 @@ class DemoCabinet:
     shelves: list[ShelfProduct] = field(default_factory=list)
     control_path: Path | None = None
     tty: str | None = None
+    # The agent stamps its sales with the time in this file (simulated business time).
+    clock_file: Path | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def price_of(self, contract_product_id: str) -> int:
@@ -586,7 +588,12 @@ def write_agent_config(cabinet: DemoCabinet, path: Path, base_url: str, workdir:
     """Write the provisioned agent config with the board's tty and local directories."""
     values = dict(cabinet.agent_config)
     assert cabinet.tty is not None
+    cabinet.clock_file = workdir / "clock"
+    cabinet.clock_file.write_text(datetime.now(UTC).isoformat(), encoding="utf-8")
     values.update(
+        # The simulation clock is a development-mode setting.
+        development=True,
+        clock_file=str(cabinet.clock_file),
         serial_port=cabinet.tty,
         server_url=base_url,
         data_dir=str(workdir / "data"),
@@ -709,10 +716,12 @@ def create_students(
 def plan_purchases(
     cabinets: list[DemoCabinet], students: list[Student], options: DemoOptions, rng: random.Random
 ) -> list[PlannedPurchase]:
-    """Spread the purchases over the simulated days in business hours, each at a random cabinet."""
-    monday = datetime.combine(
-        date.today() - timedelta(days=date.today().weekday()), datetime.min.time()
-    )
+    """Spread the purchases over the simulated days in business hours, each at a random cabinet.
+
+    The simulated days are the last ``options.days`` days of whole reporting weeks that are
+    already over, so that the schools can submit their reports at the end.
+    """
+    monday = datetime.combine(simulated_weeks(options.days)[0], datetime.min.time(), SHANGHAI)
     plans = []
     for number in range(options.purchase_count):
         cabinet = rng.choice(cabinets)
@@ -783,6 +792,9 @@ def run_purchase(plan: PlannedPurchase, base_url: str) -> PurchaseResult:
         student.api = Api(base_url, student.username)
     cabinet = plan.cabinet
     assert cabinet.control_path is not None
+    assert cabinet.clock_file is not None
+    # Jump the cabinet's business clock to the purchase's simulated time.
+    cabinet.clock_file.write_text(plan.simulated_at.isoformat(), encoding="utf-8")
     purchase_id = start_purchase(student.api, cabinet, plan.door)
     wait_for_state(student.api, purchase_id, UNLOCKED_STATES, "the unlock")
     with ControlClient(cabinet.control_path) as control:
@@ -921,6 +933,8 @@ class SchoolTotals:
     # Packs that the students took and did not put back, by the boards' ground truth.
     kept: int = 0
     truth_fen: int = 0
+    # 本期 of the school's submitted weekly reports, summed over the simulated weeks.
+    reported_fen: int = 0
 
     @property
     def matched(self) -> bool:
@@ -963,20 +977,30 @@ def print_summary(schools: list[SchoolTotals]) -> None:
     )
 
 
-def report_week_of_sales() -> date:
-    """Return the Monday of the reporting week that the demo's sales are recorded in.
+def simulated_weeks(days: int) -> list[date]:
+    """Return the Mondays of the whole weeks, already over, that ``days`` simulated days need."""
+    last = last_completed_week(datetime.now(UTC))
+    count = max(1, -(-days // 7))
+    return [last.monday - timedelta(weeks=count - 1 - index) for index in range(count)]
 
-    The agents stamp each sale with the time it happened, so the sales of this run fall
-    in the current week (Asia/Shanghai).
+
+def submit_and_print_reports(
+    school_admins: dict[int, Api], schools: list[dict[str, Any]], weeks: list[date]
+) -> dict[str, int]:
+    """Submit each school's reports of the simulated weeks and print the last one.
+
+    The last report shows 本期 and 累计 in total and by source county. Returns each
+    school's 本期 summed over the submitted reports, in fen.
     """
-    return week_of(datetime.now(UTC)).monday
-
-
-def print_weekly_reports(
-    school_admins: dict[int, Api], schools: list[dict[str, Any]], week: date
-) -> None:
-    """Print each school's weekly report for ``week``: 本期 and 累计 in total and by county."""
-    print(f"\nWeekly procurement reports (采购信息表), week of {week} (amounts in 万元):")
+    reported: dict[str, int] = {school["name"]: 0 for school in schools}
+    for week in weeks:
+        for school in schools:
+            submitted = school_admins[school["id"]].post(
+                f"/schools/{school['id']}/procurement/reports/{week}/submit", {}
+            )
+            reported[school["name"]] += submitted["period_fen"]
+    week = weeks[-1]
+    print(f"\nWeekly procurement reports (采购信息表) submitted for the week of {week}, in 万元:")
     for school in schools:
         report = school_admins[school["id"]].get(
             f"/schools/{school['id']}/procurement/reports/{week}"
@@ -992,13 +1016,14 @@ def print_weekly_reports(
                 f"累计 {row['year_to_date_wan']:>8}",
                 flush=True,
             )
+    return reported
 
 
 def write_summary_json(path: Path, schools: list[SchoolTotals], options: DemoOptions) -> None:
     """Write the summary for programs: amounts in integer fen, one entry per school.
 
     The file contains ``{"seed", "broker", "database", "matched", "schools": [{"school",
-    "sales", "server_fen", "kept", "truth_fen", "matched"}]}``. ``database`` is the
+    "sales", "server_fen", "kept", "truth_fen", "reported_fen", "matched"}]}``. ``database`` is the
     backend name only, because a database URL can contain a password.
     """
     database = "sqlite"
@@ -1016,6 +1041,7 @@ def write_summary_json(path: Path, schools: list[SchoolTotals], options: DemoOpt
                 "server_fen": totals.server_fen,
                 "kept": totals.kept,
                 "truth_fen": totals.truth_fen,
+                "reported_fen": totals.reported_fen,
                 "matched": totals.matched,
             }
             for totals in schools
@@ -1126,8 +1152,10 @@ def run_demo(options: DemoOptions) -> int:
 
         plans = plan_purchases(cabinets, students, options, rng)
         print(
-            f"\n{len(plans)} purchases over {options.days} simulated days. Business time is "
-            "simulated: each purchase carries a simulated timestamp, but runs now in real time.",
+            f"\n{len(plans)} purchases over {options.days} simulated days from "
+            f"{simulated_weeks(options.days)[0]}, in business hours. Business time is "
+            "accelerated: each cabinet's clock jumps to the next purchase's simulated time, "
+            "and the sale carries that time.",
             flush=True,
         )
         run_purchases(plans, cabinets, base_url)
@@ -1135,10 +1163,18 @@ def run_demo(options: DemoOptions) -> int:
         time.sleep(1.0)
         school_totals = collect_totals(admin, cabinets)
         print_summary(school_totals)
-        print_weekly_reports(school_admins, schools, report_week_of_sales())
+        reported = submit_and_print_reports(school_admins, schools, simulated_weeks(options.days))
+        for totals in school_totals:
+            totals.reported_fen = reported.get(totals.school, 0)
+        reports_match = all(totals.reported_fen == totals.truth_fen for totals in school_totals)
+        print(
+            "  the submitted reports' 本期 add up to the ground truth of every school: "
+            + ("yes" if reports_match else "NO"),
+            flush=True,
+        )
         if options.summary_json is not None:
             write_summary_json(options.summary_json, school_totals, options)
-        matched = all(totals.matched for totals in school_totals)
+        matched = reports_match and all(totals.matched for totals in school_totals)
         print(f"\nfinished in {time.monotonic() - started:.0f} s", flush=True)
         if not options.exit_when_done:
             print(

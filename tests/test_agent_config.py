@@ -1,12 +1,14 @@
 """Agent settings: TOML file plus environment, and rejection of missing or placeholder secrets."""
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from fleet_server.schemas.operators import CabinetCreate
+from kiosk_agent.agent import simulation_time
 from kiosk_agent.config import ENV_PREFIX, AgentSettings, ConfigError, load_settings
 from kiosk_agent.mqtt_link import LinkOptions
 
@@ -200,3 +202,24 @@ def test_registered_kiosk_id_accepted(tmp_path: Path) -> None:
     settings = load_settings(write_config(tmp_path, kiosk_id=registered.kiosk_id))
 
     assert settings.kiosk_id == "AH-10357-0001"
+
+
+def test_simulation_clock_runs_on_from_the_written_time(tmp_path: Path) -> None:
+    clock = tmp_path / "clock"
+    clock.write_text("2026-11-18T12:30:00+08:00\n", encoding="utf-8")
+    written = clock.stat().st_mtime
+
+    assert simulation_time(clock, written + 90.0) == datetime(2026, 11, 18, 4, 31, 30, tzinfo=UTC)
+    clock.write_text("2026-11-18T12:30:00\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="UTC offset"):
+        simulation_time(clock, written)
+
+
+def test_clock_file_needs_development_mode(tmp_path: Path) -> None:
+    clock = tmp_path / "clock"
+
+    refused = load_error(write_config(tmp_path, clock_file=clock))
+    allowed = load_settings(write_config(tmp_path, clock_file=clock, development=True))
+
+    assert "clock_file is for simulations" in refused
+    assert allowed.clock_file == clock
