@@ -134,11 +134,11 @@ class KioskAgent:
         self.agent_version = agent_version or installed_agent_version()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(
-            settings.data_dir / "outbox.db",
+            settings.outbox_path,
             retry_base_s=settings.outbox_retry_base_s,
             retry_cap_s=settings.outbox_retry_cap_s,
         )
-        self.nonces = NonceStore(settings.data_dir / "nonces.db")
+        self.nonces = NonceStore(settings.nonce_store_path)
         self.screen = CabinetScreen(
             kiosk_id=self.kiosk_id, key=self.key, server_url=settings.server_url
         )

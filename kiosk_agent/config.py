@@ -243,11 +243,11 @@ class AgentSettings(BaseSettings):
     @property
     def outbox_path(self) -> Path:
         """SQLite database of the outbox and the purchase session's state."""
-        return self.data_dir / "outbox.sqlite3"
+        return self.data_dir / "outbox.db"
 
     @property
     def nonce_store_path(self) -> Path:
-        return self.data_dir / "nonces.sqlite3"
+        return self.data_dir / "nonces.db"
 
 
 def _describe(error: ValidationError) -> str:

@@ -60,7 +60,7 @@ def test_file_settings_loaded(tmp_path: Path) -> None:
     assert settings.broker_port == 8883
     assert settings.heartbeat_interval_s == 15.0
     assert settings.mqtt_username == "AH-10359-0301"
-    assert settings.outbox_path == settings.data_dir / "outbox.sqlite3"
+    assert settings.outbox_path == settings.data_dir / "outbox.db"
 
 
 def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
