@@ -405,6 +405,7 @@ class KioskAgent:
 
     async def _door_closed(self) -> None:
         session = self.session
+        _trace(session.session_id, "door closed")
         session.closed_at = utc_now()
         session.apply(E.DOOR_CLOSED)
         self._save_session()
@@ -416,7 +417,8 @@ class KioskAgent:
 
     async def _settle(self) -> None:
         session = self.session
-        after = await self._stable_weights(self.settings.settle_timeout_s) or {}
+        after = await self._stable_weights(self.settings.settle_timeout_s, session.session_id) or {}
+        _trace(session.session_id, "weights stable" if after else "settle timed out")
         unsettled = set(session.baseline_mg) - set(after)
         session.apply(E.SETTLE_TIMEOUT if unsettled else E.WEIGHTS_STABLE)
         deltas = {
@@ -489,6 +491,7 @@ class KioskAgent:
                 session.apply(E.FINISH)
                 session.reset()
             transaction.put_state(STATE_SESSION, json.dumps(session.to_json()))
+        _trace(str(sale.session_id), "sale %s committed", sale.sale_id)
         self.sales_recorded += 1
         logger.info(
             "session %s recorded: %s, %d fen, review %s",
@@ -714,16 +717,31 @@ class KioskAgent:
             return list(outcome.reply.shelves)
         return None
 
-    async def _stable_weights(self, timeout_s: float) -> dict[int, int] | None:
-        """Sample every shelf until all are stable; return what settled by the timeout."""
+    async def _stable_weights(
+        self, timeout_s: float, session_id: str | None = None
+    ) -> dict[int, int] | None:
+        """Sample every shelf until all are stable; return what settled by the timeout.
+
+        With a ``session_id``, each change of the board's stable flags is traced.
+        """
         # The shared windows: samples taken while settling make the next baseline ready.
         windows = self._idle_windows
         windows.clear()
         stable: dict[int, int] = {}
+        flagged: set[int] | None = None
         deadline = time.monotonic() + timeout_s
         while True:
             readings = await self._read_weights()
             now = time.monotonic()
+            if session_id is not None and readings is not None:
+                now_flagged = {r.shelf for r in readings if r.stable and not r.fault}
+                if now_flagged != flagged:
+                    unflagged = sorted({r.shelf for r in readings} - now_flagged)
+                    if unflagged:
+                        _trace(session_id, "board flags shelves %s not stable", unflagged)
+                    else:
+                        _trace(session_id, "board flags every shelf stable")
+                    flagged = now_flagged
             for reading in readings or []:
                 if reading.fault:
                     continue
@@ -1064,6 +1082,15 @@ class KioskAgent:
             planogram_version=self.planogram.version if self.planogram else None,
             disk_free_bytes=shutil.disk_usage(self.settings.data_dir).free,
         )
+
+
+def _trace(session_id: str, step: str, *args: object) -> None:
+    """Log a step of the session at debug, with the time on the monotonic clock.
+
+    The simulator and bench/bench_agent.py on the same machine read the same clock,
+    so the benchmark splits the latency from door closed to sale into these steps.
+    """
+    logger.debug("session %s: " + step + " (monotonic %.4f s)", session_id, *args, time.monotonic())
 
 
 def _product_weight(product: Any) -> ProductWeight:
