@@ -730,6 +730,7 @@ class KioskAgent:
         stable: dict[int, int] = {}
         flagged: set[int] | None = None
         deadline = time.monotonic() + timeout_s
+        sample_at = time.monotonic()
         while True:
             readings = await self._read_weights()
             now = time.monotonic()
@@ -757,7 +758,7 @@ class KioskAgent:
                 return stable
             if now >= deadline:
                 return stable if stable else None
-            await asyncio.sleep(WEIGHT_POLL_S)
+            sample_at = await _sleep_until_next_sample(sample_at)
 
     async def _door_status(self, door: int) -> DoorStatus | None:
         outcome = await self._driver().request(GetDoorState(door))
@@ -774,8 +775,9 @@ class KioskAgent:
     async def _poll_idle(self) -> None:
         """Keep weights, doors and zero tracking fresh while no session runs."""
         last_doors = 0.0
+        sample_at = time.monotonic()
         while True:
-            await asyncio.sleep(WEIGHT_POLL_S)
+            sample_at = await _sleep_until_next_sample(sample_at)
             if not self.link.up or self.session.busy:
                 continue
             now = time.monotonic()
@@ -1082,6 +1084,18 @@ class KioskAgent:
             planogram_version=self.planogram.version if self.planogram else None,
             disk_free_bytes=shutil.disk_usage(self.settings.data_dir).free,
         )
+
+
+async def _sleep_until_next_sample(sampled_at: float) -> float:
+    """Sleep until ``WEIGHT_POLL_S`` after ``sampled_at``, or not at all if that has passed.
+
+    Returns the new sample time. On this grid, samples stay ``WEIGHT_POLL_S`` apart
+    while a read takes less than that, so the serial round trip does not thin out a
+    stability window.
+    """
+    sample_at = max(sampled_at + WEIGHT_POLL_S, time.monotonic())
+    await asyncio.sleep(sample_at - time.monotonic())
+    return sample_at
 
 
 def _trace(session_id: str, step: str, *args: object) -> None:
