@@ -8,9 +8,23 @@ It starts a private Mosquitto, a virtual board at 115200 baud, a real
 ``kiosk-agent`` process and a stand-in server, then measures:
 
 * unlock command arrived at the agent -> lock pulsed, from the agent's log;
-* door closed -> sale received by the server, minus the board's settling time
-  (the time the shelves need after the door closes before they read stable);
+* door closed -> sale received by the server, split into steps (below);
 * the agent's resident memory and CPU use over an idle minute.
+
+The agent runs at log level DEBUG, so that it traces each step of a session with
+the time on the monotonic clock, which the simulator, the agent and this script
+share on one machine. The steps from the door closing to the sale reaching the
+stand-in server are:
+
+* settling: the board's stable flag is set on every shelf and stays set until the
+  agent takes the weights, from the simulator's record of its stability window;
+* flag seen: the agent reads every shelf flagged stable;
+* agent window: the agent's own stability window accepts the weights;
+* commit: decoding and the SQLite transaction that records the sale;
+* hand-off: the outbox's sale is handed to paho for publishing;
+* broker: Mosquitto delivers it to the stand-in server's client.
+
+Only the settling belongs to the scale, and the rest is what the agent adds.
 """
 
 import argparse
@@ -22,7 +36,10 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -41,6 +58,44 @@ from simulator.process import CabinetProcess
 KIOSK_ID = "AH-10357-0904"
 SETTLE_S = 1.0
 PULSE_LOG = re.compile(r"lock pulse (\d+) ms after the command arrived")
+TRACE_LOG = re.compile(r"session ([0-9a-f-]{36}): (.*) \(monotonic ([\d.]+) s\)")
+PUBLISH_LOG = re.compile(r"published sale ([0-9a-f-]{36}) \(attempt \d+, monotonic ([\d.]+) s\)")
+COMMIT_STEP = re.compile(r"sale ([0-9a-f-]{36}) committed")
+STEPS = ("settling", "flag seen", "agent window", "commit", "hand-off", "broker")
+
+
+@dataclass
+class Timing:
+    """Times on the monotonic clock of one session, from the door closing to the sale."""
+
+    session_id: uuid.UUID
+    closed: float
+    noticed: float
+    arrived: float
+    board_stable: float = 0.0
+    closed_seen: float = 0.0
+    flags_seen: float = 0.0
+    weights_stable: float = 0.0
+    committed: float = 0.0
+    published: float = 0.0
+    sale_id: str = ""
+    # The simulator's shelf status after the sale, with each shelf's stability changes.
+    board_status: dict[str, Any] | None = None
+
+    def steps_ms(self) -> dict[str, float]:
+        points = [
+            self.closed,
+            self.board_stable,
+            self.flags_seen,
+            self.weights_stable,
+            self.committed,
+            self.published,
+            self.arrived,
+        ]
+        return {
+            step: (end - start) * 1000
+            for step, start, end in zip(STEPS, points, points[1:], strict=False)
+        }
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -59,13 +114,65 @@ def _proc_stat(pid: int) -> tuple[float, int]:
     return ticks / os.sysconf("SC_CLK_TCK"), rss_kb
 
 
+def _board_stable_at(status: dict[str, Any], closed: float, until: float) -> float:
+    """Return when every shelf's stable flag was set for good, as of ``until``.
+
+    A shelf whose flag last became stable before the door closed counts from the
+    closing. The simulator keeps the last changes of each shelf's flag.
+    """
+    stable_at = closed
+    for shelf in status["shelves"]:
+        onsets = [at for at, stable in shelf["stability_changes"] if stable and at <= until]
+        if onsets:
+            stable_at = max(stable_at, onsets[-1])
+    return stable_at
+
+
+def _apply_agent_log(log: str, timings: dict[uuid.UUID, Timing]) -> None:
+    """Fill in each session's steps from the agent's trace lines."""
+    by_sale: dict[str, Timing] = {}
+    for match in TRACE_LOG.finditer(log):
+        timing = timings.get(uuid.UUID(match[1]))
+        if timing is None:
+            continue
+        step, at = match[2], float(match[3])
+        if step == "door closed":
+            timing.closed_seen = at
+        elif step == "board flags every shelf stable":
+            # The last time before the weights were taken counts.
+            if not timing.weights_stable:
+                timing.flags_seen = at
+        elif step == "weights stable":
+            timing.weights_stable = at
+        elif committed := COMMIT_STEP.fullmatch(step):
+            timing.committed = at
+            timing.sale_id = committed[1]
+            by_sale[committed[1]] = timing
+    for match in PUBLISH_LOG.finditer(log):
+        timing = by_sale.get(match[1])
+        if timing is not None and not timing.published:
+            timing.published = float(match[2])
+
+
+def _print_distribution(label: str, values_ms: list[float]) -> None:
+    print(
+        f"  {label:<34} p50 {statistics.median(values_ms):6.0f}  "
+        f"p95 {_percentile(values_ms, 0.95):6.0f}  p99 {_percentile(values_ms, 0.99):6.0f}  "
+        f"max {max(values_ms):6.0f} ms"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=60, help="purchases to time")
     parser.add_argument("--idle-s", type=float, default=60.0, help="idle time for CPU and memory")
+    parser.add_argument(
+        "--agent-log", type=Path, metavar="PATH", help="write the agent's debug log to this file"
+    )
     args = parser.parse_args()
     rng = random.Random(5)
-    closed_to_sale: list[float] = []
+    timings: dict[uuid.UUID, Timing] = {}
+    load_before = os.getloadavg()
 
     with run_private_broker() as broker, tempfile.TemporaryDirectory() as workdir:
         cabinet = CabinetProcess(["--seed", "9", "--settle-s", str(SETTLE_S)])
@@ -76,7 +183,7 @@ def main() -> None:
             kiosk_id=KIOSK_ID,
             serial_port=cabinet.tty,
             broker=("127.0.0.1", broker.port),
-            log_level="INFO",
+            log_level="DEBUG",
         )
         agent.start()
         control = ControlClient(cabinet.control)
@@ -108,10 +215,18 @@ def main() -> None:
                 actor = str(command.session_id)
                 control.request("open_door", door=0, actor=actor)
                 control.request("take", shelf=shelf, product=SIM_SHELVES[shelf][0], actor=actor)
-                closed_at = time.monotonic()
+                closed = time.monotonic()
                 control.request("close_door", door=0, actor=actor)
                 wait_until(lambda c=command: bool(server.sales_for(c.session_id)), 30.0, "the sale")
-                closed_to_sale.append(time.monotonic() - closed_at)
+                noticed = time.monotonic()
+                timing = Timing(
+                    command.session_id,
+                    closed=closed,
+                    noticed=noticed,
+                    arrived=server.sale_arrivals[command.session_id],
+                )
+                timing.board_status = control.request("status")
+                timings[command.session_id] = timing
 
             pid = agent.process.pid if agent.process else 0
             time.sleep(5.0)
@@ -120,25 +235,57 @@ def main() -> None:
             time.sleep(args.idle_s)
             cpu_after, rss_kb = _proc_stat(pid)
             idle_cpu = (cpu_after - cpu_before) / (time.monotonic() - started)
-            pulses = [float(value) for value in PULSE_LOG.findall(agent.log())]
+            log = agent.log()
+            if args.agent_log is not None:
+                args.agent_log.write_text(log, encoding="utf-8")
         finally:
             control.close()
             agent.stop()
             server.close()
             cabinet.stop()
 
+    load_after = os.getloadavg()
+    pulses = [float(value) for value in PULSE_LOG.findall(log)]
+    _apply_agent_log(log, timings)
+    for timing in timings.values():
+        assert timing.board_status is not None
+        timing.board_stable = _board_stable_at(
+            timing.board_status, timing.closed, timing.flags_seen
+        )
+    sessions = list(timings.values())
+
     print(f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores")
-    print(f"sessions: {len(closed_to_sale)}, board at 115200 baud, shelves settle in {SETTLE_S} s")
+    print(
+        "load average (1, 5, 15 min): "
+        f"{load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f} before, "
+        f"{load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f} after"
+    )
+    print(f"sessions: {len(sessions)}, board at 115200 baud, shelves swing for {SETTLE_S} s")
     print(
         "unlock command arrived -> lock pulsed: "
         f"p50 {statistics.median(pulses):.0f} ms, p95 {_percentile(pulses, 0.95):.0f} ms, "
         f"max {max(pulses):.0f} ms"
     )
-    after_settle = [value - SETTLE_S for value in closed_to_sale]
-    print(
-        "door closed -> sale at the server, beyond the settling time: "
-        f"p50 {statistics.median(after_settle) * 1000:.0f} ms, "
-        f"p95 {_percentile(after_settle, 0.95) * 1000:.0f} ms"
+    print("door closed -> sale at the server, by step:")
+    for step in STEPS:
+        _print_distribution(step, [timing.steps_ms()[step] for timing in sessions])
+    _print_distribution(
+        "door closed -> event at the agent",
+        [(timing.closed_seen - timing.closed) * 1000 for timing in sessions],
+    )
+    _print_distribution(
+        "stand-in's polling",
+        [(timing.noticed - timing.arrived) * 1000 for timing in sessions],
+    )
+    print("door closed -> sale at the server:")
+    _print_distribution("total", [(timing.arrived - timing.closed) * 1000 for timing in sessions])
+    _print_distribution(
+        "beyond the board's settling",
+        [(timing.arrived - timing.board_stable) * 1000 for timing in sessions],
+    )
+    _print_distribution(
+        f"beyond the {SETTLE_S} s swing, as polled",
+        [(timing.noticed - timing.closed - SETTLE_S) * 1000 for timing in sessions],
     )
     print(f"idle: resident memory {rss_kb / 1024:.1f} MB, CPU {idle_cpu:.1%} of one core")
 

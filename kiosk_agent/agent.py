@@ -421,6 +421,7 @@ class KioskAgent:
 
     async def _door_closed(self) -> None:
         session = self.session
+        _trace(session.session_id, "door closed")
         session.closed_at = self.business_now()
         session.apply(E.DOOR_CLOSED)
         self._save_session()
@@ -432,7 +433,8 @@ class KioskAgent:
 
     async def _settle(self) -> None:
         session = self.session
-        after = await self._stable_weights(self.settings.settle_timeout_s) or {}
+        after = await self._stable_weights(self.settings.settle_timeout_s, session.session_id) or {}
+        _trace(session.session_id, "weights stable" if after else "settle timed out")
         unsettled = set(session.baseline_mg) - set(after)
         session.apply(E.SETTLE_TIMEOUT if unsettled else E.WEIGHTS_STABLE)
         deltas = {
@@ -505,6 +507,7 @@ class KioskAgent:
                 session.apply(E.FINISH)
                 session.reset()
             transaction.put_state(STATE_SESSION, json.dumps(session.to_json()))
+        _trace(str(sale.session_id), "sale %s committed", sale.sale_id)
         self.sales_recorded += 1
         logger.info(
             "session %s recorded: %s, %d fen, review %s",
@@ -743,16 +746,32 @@ class KioskAgent:
             return list(outcome.reply.shelves)
         return None
 
-    async def _stable_weights(self, timeout_s: float) -> dict[int, int] | None:
-        """Sample every shelf until all are stable; return what settled by the timeout."""
+    async def _stable_weights(
+        self, timeout_s: float, session_id: str | None = None
+    ) -> dict[int, int] | None:
+        """Sample every shelf until all are stable; return what settled by the timeout.
+
+        With a ``session_id``, each change of the board's stable flags is traced.
+        """
         # The shared windows: samples taken while settling make the next baseline ready.
         windows = self._idle_windows
         windows.clear()
         stable: dict[int, int] = {}
+        flagged: set[int] | None = None
         deadline = time.monotonic() + timeout_s
+        sample_at = time.monotonic()
         while True:
             readings = await self._read_weights()
             now = time.monotonic()
+            if session_id is not None and readings is not None:
+                now_flagged = {r.shelf for r in readings if r.stable and not r.fault}
+                if now_flagged != flagged:
+                    unflagged = sorted({r.shelf for r in readings} - now_flagged)
+                    if unflagged:
+                        _trace(session_id, "board flags shelves %s not stable", unflagged)
+                    else:
+                        _trace(session_id, "board flags every shelf stable")
+                    flagged = now_flagged
             for reading in readings or []:
                 if reading.fault:
                     continue
@@ -768,7 +787,7 @@ class KioskAgent:
                 return stable
             if now >= deadline:
                 return stable if stable else None
-            await asyncio.sleep(WEIGHT_POLL_S)
+            sample_at = await _sleep_until_next_sample(sample_at)
 
     async def _door_status(self, door: int) -> DoorStatus | None:
         outcome = await self._driver().request(GetDoorState(door))
@@ -785,8 +804,9 @@ class KioskAgent:
     async def _poll_idle(self) -> None:
         """Keep weights, doors and zero tracking fresh while no session runs."""
         last_doors = 0.0
+        sample_at = time.monotonic()
         while True:
-            await asyncio.sleep(WEIGHT_POLL_S)
+            sample_at = await _sleep_until_next_sample(sample_at)
             if not self.link.up or self.session.busy:
                 continue
             now = time.monotonic()
@@ -1093,6 +1113,27 @@ class KioskAgent:
             planogram_version=self.planogram.version if self.planogram else None,
             disk_free_bytes=shutil.disk_usage(self.settings.data_dir).free,
         )
+
+
+async def _sleep_until_next_sample(sampled_at: float) -> float:
+    """Sleep until ``WEIGHT_POLL_S`` after ``sampled_at``, or not at all if that has passed.
+
+    Returns the new sample time. On this grid, samples stay ``WEIGHT_POLL_S`` apart
+    while a read takes less than that, so the serial round trip does not thin out a
+    stability window.
+    """
+    sample_at = max(sampled_at + WEIGHT_POLL_S, time.monotonic())
+    await asyncio.sleep(sample_at - time.monotonic())
+    return sample_at
+
+
+def _trace(session_id: str, step: str, *args: object) -> None:
+    """Log a step of the session at debug, with the time on the monotonic clock.
+
+    The simulator and bench/bench_agent.py on the same machine read the same clock,
+    so the benchmark splits the latency from door closed to sale into these steps.
+    """
+    logger.debug("session %s: " + step + " (monotonic %.4f s)", session_id, *args, time.monotonic())
 
 
 def _product_weight(product: Any) -> ProductWeight:

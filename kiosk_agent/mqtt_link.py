@@ -634,10 +634,11 @@ class MqttLink:
                 else:
                     self.stats.events_published += 1
                 logger.debug(
-                    "published %s %s (attempt %d)",
+                    "published %s %s (attempt %d, monotonic %.4f s)",
                     message.kind.value,
                     message.message_id,
                     message.attempts + 1,
+                    time.monotonic(),
                 )
             self._outbox.mark_sent_many(published, now)
             budget -= len(published)

@@ -4,7 +4,9 @@ pyserial blocks, so the port is read and written by one worker thread that
 runs ``firmware_protocol.link.HostLink``. The asyncio side calls ``request``
 and awaits the outcome; events and link status changes are handed back to the
 event loop with ``call_soon_threadsafe``, which is the only place where work
-crosses from the worker thread to the loop.
+crosses from the worker thread to the loop. ``request`` interrupts the worker's
+blocking read with pyserial's ``cancel_read``, so a request goes out at once
+instead of after the read's timeout.
 
 When the port fails (USB unplugged, pty closed), every request in flight ends
 with ``Aborted``, the status callback reports the link down, and the worker
@@ -42,7 +44,8 @@ RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 30.0
 # A port that stays unopenable is logged on the first and on every this many attempts.
 OPEN_FAILURE_LOG_EVERY = 20
-# Maximum time the worker blocks in a read, so that it notices new requests soon.
+# Maximum time the worker blocks in a read while no reply is due, so that it notices
+# when a handshake retry is due. request() and stop() interrupt the read.
 READ_SLICE_S = 0.05
 # Pause between handshakes while the board does not respond.
 HANDSHAKE_RETRY_S = 1.0
@@ -96,12 +99,17 @@ class SerialDriver:
         self._next_hello_at = 0.0
         # Line counters of the port's current link; replaced when the port reopens.
         self.decoder_stats = DecoderStats()
+        # The open port, whose read request() interrupts. The lock keeps the port from
+        # being closed between the check and cancel_read(), which writes to its pipe.
+        self._port: serial.Serial | None = None
+        self._port_lock = threading.Lock()
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
+        self._interrupt_read()
         self._thread.join(timeout_s)
 
     async def request(self, request: Request) -> Outcome:
@@ -112,7 +120,14 @@ class SerialDriver:
         """
         future: asyncio.Future[Outcome] = self.loop.create_future()
         self._submissions.put(_Submission(request, future))
+        self._interrupt_read()
         return await future
+
+    def _interrupt_read(self) -> None:
+        """Make the worker's blocking read return now, so that it looks for work."""
+        with self._port_lock:
+            if self._port is not None:
+                self._port.cancel_read()
 
     # Worker thread.
 
@@ -139,6 +154,8 @@ class SerialDriver:
 
             logger.info("opened serial port %s at %d baud", self.port, self.timing.baudrate)
             failures = 0
+            with self._port_lock:
+                self._port = port
             try:
                 self._serve(port)
                 delay = RECONNECT_MIN_S
@@ -147,7 +164,9 @@ class SerialDriver:
                 self._set_status(LinkStatus(up=False, error=str(exc)))
                 self.reconnects += 1
             finally:
-                port.close()
+                with self._port_lock:
+                    self._port = None
+                    port.close()
 
     def _serve(self, port: serial.Serial) -> None:
         link = HostLink(address=self.address, timing=self.timing)

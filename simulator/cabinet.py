@@ -432,6 +432,9 @@ class Cabinet:
                         "settled": cell.settled_at() <= now,
                         "reported_status": int(reading.status),
                         "reported_weight_mg": reading.weight_mg,
+                        # Times on the simulation clock when the stability window's
+                        # verdict last changed: [[time, stable], ...], oldest first.
+                        "stability_changes": [list(c) for c in channel.stability_changes],
                     }
                 )
             return {

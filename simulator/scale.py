@@ -28,6 +28,9 @@ MIN_GAIN = 0.5
 MAX_GAIN = 2.0
 # Calibration needs at least this net load, or the gain would mostly fit noise.
 MIN_CALIBRATION_LOAD_MG = 10_000
+# Number of recent changes of a channel's stability verdict that it keeps, so that a
+# benchmark can tell when a shelf settled without sampling it.
+STABILITY_HISTORY = 8
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
 
@@ -228,6 +231,8 @@ class ScaleChannel:
         self.disconnected = False
         self.stuck = False
         self.overloaded = False
+        # (sample time, stable) at each change of the window's verdict, newest last.
+        self.stability_changes: deque[tuple[float, bool]] = deque(maxlen=STABILITY_HISTORY)
 
     @property
     def faulted(self) -> bool:
@@ -272,6 +277,7 @@ class ScaleChannel:
             if not self.disconnected:
                 self.disconnected = True
                 self._window.clear()
+                self._note_stability(t)
                 faults.append(ScaleFaultCode.DISCONNECTED)
             self._previous_value = None
             self._identical_run = 0
@@ -294,7 +300,14 @@ class ScaleChannel:
         self.overloaded = overloaded
 
         self._window.append(value)
+        self._note_stability(t)
         return faults
+
+    def _note_stability(self, t: float) -> None:
+        stable = self._is_stable()
+        was_stable = self.stability_changes[-1][1] if self.stability_changes else False
+        if stable != was_stable:
+            self.stability_changes.append((t, stable))
 
     def _is_stable(self) -> bool:
         window = self._window

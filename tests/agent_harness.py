@@ -123,6 +123,8 @@ class StandInServer:
         self.kiosk_id = kiosk_id
         self.acknowledge = acknowledge
         self.sales: list[SaleRecord] = []
+        # Monotonic time at which the first copy of each session's sale arrived.
+        self.sale_arrivals: dict[uuid.UUID, float] = {}
         self.events: list[KioskEvent] = []
         self.telemetry: list[Telemetry] = []
         self.status: list[str] = []
@@ -157,11 +159,13 @@ class StandInServer:
         self._client.disconnect()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        arrived = time.monotonic()
         channel = message.topic.rsplit("/", 1)[1]
         with self._lock:
             if channel == Channel.SALES:
                 sale = parse_payload(SaleRecord, message.payload)
                 self.sales.append(sale)
+                self.sale_arrivals.setdefault(sale.session_id, arrived)
                 if self.acknowledge:
                     self._ack(Ack(sale_ids=[sale.sale_id]))
             elif channel == Channel.EVENTS:

@@ -6,8 +6,11 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
+
 from firmware_protocol.link import Aborted, ReplyReceived
 from firmware_protocol.messages import (
+    BoardStarted,
     DoorClosed,
     DoorOpened,
     Event,
@@ -16,6 +19,7 @@ from firmware_protocol.messages import (
     UnlockReply,
     WeightsReply,
 )
+from kiosk_agent import serial_driver
 from kiosk_agent.serial_driver import LinkStatus, SerialDriver
 from simulator.control import ControlClient
 from simulator.process import CabinetProcess
@@ -128,5 +132,30 @@ def test_driver_survives_port_vanishing(tmp_path: Path) -> None:
         finally:
             driver.stop()
             first.stop()
+
+    asyncio.run(scenario())
+
+
+def test_request_interrupts_blocking_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # With reads this long, a request that waited for the read to time out would
+    # outlast every wait of this test.
+    monkeypatch.setattr(serial_driver, "READ_SLICE_S", WAIT_S * 10)
+
+    async def scenario() -> None:
+        with CabinetProcess(["--seed", "6"]) as cabinet:
+            recorder = _Recorder()
+            driver = _driver(Path(cabinet.tty), cabinet.baud, recorder)
+            driver.start()
+            try:
+                await recorder.next_status(up=True)
+                await recorder.next_event(BoardStarted)
+
+                for _ in range(3):
+                    # Let the worker go back into a read that only the request can end.
+                    await asyncio.sleep(0.2)
+                    weights = await _wait(driver.request(ReadWeights()))
+                    assert isinstance(weights, ReplyReceived)
+            finally:
+                driver.stop()
 
     asyncio.run(scenario())

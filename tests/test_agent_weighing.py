@@ -27,13 +27,50 @@ def test_swinging_samples_are_not_stable() -> None:
     assert window.stable_weight(now) is None
 
 
-def test_board_flag_must_be_set_on_every_sample() -> None:
+def test_board_flag_must_be_set_on_newest_sample() -> None:
     window = ShelfWindow()
     now = _fill(window, 0.0, [500_000] * 5)
 
     window.add(now + 0.1, 500_000, False)
 
     assert window.stable_weight(now + 0.1) is None
+
+
+def test_window_may_start_before_board_flag() -> None:
+    window = ShelfWindow()
+    _fill(window, 0.0, [503_000, 497_000, 502_000], stable=False)
+
+    now = _fill(window, 0.3, [500_000, 500_400], stable=True)
+
+    # Only the flagged samples make the weight.
+    assert window.stable_weight(now) == 500_200
+
+
+def test_one_flagged_sample_is_not_stable() -> None:
+    window = ShelfWindow()
+    _fill(window, 0.0, [500_000] * 3, stable=False)
+
+    now = _fill(window, 0.3, [500_000], stable=True)
+
+    assert window.stable_weight(now) is None
+
+
+def test_unflagged_samples_count_toward_span() -> None:
+    window = ShelfWindow()
+    _fill(window, 0.0, [500_000 + STABLE_SPAN_MG + 1], stable=False)
+
+    now = _fill(window, 0.1, [500_000] * 2, stable=True)
+
+    assert window.stable_weight(now) is None
+
+
+def test_flag_cleared_after_set_is_not_stable() -> None:
+    window = ShelfWindow()
+
+    for at, stable in [(0.15, True), (0.2, False), (0.3, True), (0.4, True)]:
+        window.add(at, 500_000, stable)
+
+    assert window.stable_weight(0.4) is None
 
 
 def test_too_short_a_window_is_not_stable() -> None:

@@ -127,6 +127,29 @@ def test_reading_stable_only_after_settle_time() -> None:
     assert abs(reading.weight_mg) < 2_000
 
 
+def test_stability_changes_record_settling() -> None:
+    settings = ScaleSettings(settle_s=1.0, hand_contact_s=0.3)
+    cell, channel = make_scale(settings, seed=4)
+    period = 1 / settings.sample_rate_hz
+    channel.advance(2.0)
+    cell.touch(2.0)
+
+    seen: list[tuple[float, bool]] = [(2.0, True)]
+    t = 2.0
+    while t < 5.0:
+        t += period
+        channel.advance(t)
+        stable = channel.reading().status.name == "STABLE"
+        if stable != seen[-1][1]:
+            seen.append((t, stable))
+
+    assert len(seen) >= 3
+    changes = list(channel.stability_changes)[-(len(seen) - 1) :]
+    assert [stable for _, stable in changes] == [stable for _, stable in seen[1:]]
+    assert [at for at, _ in changes] == pytest.approx([at for at, _ in seen[1:]])
+    assert changes[-1][1] is True
+
+
 def test_settle_time_setting_shortens_swing() -> None:
     settings = ScaleSettings(settle_s=0.2, hand_contact_s=0.1)
     cell, channel = make_scale(settings, seed=5)
