@@ -53,7 +53,8 @@ KIOSK_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 # The id a cabinet is registered and configured with: AH, the five-digit institution code
 # of its school (安徽大学 is 10357) and a four-digit number. The server's registry and the
 # agent's config both use it; only the format is checked, not the school code.
-REGISTERED_KIOSK_ID_PATTERN: Final = r"^AH-\d{5}-\d{4}$"
+# [0-9], not \d: \d also matches full-width and other Unicode digits.
+REGISTERED_KIOSK_ID_PATTERN: Final = r"^AH-[0-9]{5}-[0-9]{4}$"
 # Shared-subscription group names share the kiosk id alphabet, so they contain no "/", "+"
 # or "#".
 SUBSCRIPTION_GROUP_PATTERN: Final = KIOSK_ID_PATTERN

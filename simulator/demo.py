@@ -399,37 +399,35 @@ def pick_schools(admin: Api, count: int, rng: random.Random) -> list[dict[str, A
 
 
 def build_campus(admin: Api, school: dict[str, Any]) -> list[dict[str, Any]]:
-    """Create the school's dormitories, canteens and library, with their sizes."""
-    buildings = []
-    for number, beds in enumerate(DORMITORY_BEDS, start=1):
-        buildings.append(
-            admin.post(
-                f"/schools/{school['id']}/buildings",
-                {
-                    "name": LOCATIONS[0][1].format(number),
-                    "location_type": "dormitory",
-                    "capacity": beds,
-                },
-            )
-        )
-    for number, seats in enumerate(CANTEEN_SEATS, start=1):
-        buildings.append(
-            admin.post(
-                f"/schools/{school['id']}/buildings",
-                {
-                    "name": LOCATIONS[1][1].format(number),
-                    "location_type": "canteen",
-                    "capacity": seats,
-                },
-            )
-        )
-    buildings.append(
+    """Create the school's dormitories, canteens and library, with sizes and map positions.
+
+    The positions are made up: a row of dormitories north of the canteens and the library,
+    around a point in Hefei, so that the operator's map has something to draw.
+    """
+    center_lat = 31.840 + 0.010 * (school["id"] % 7)
+    center_lon = 117.250 + 0.010 * (school["id"] % 5)
+    layout = [
+        (LOCATIONS[0][1].format(number), "dormitory", beds, 0.0020, 0.0012 * number)
+        for number, beds in enumerate(DORMITORY_BEDS, start=1)
+    ]
+    layout += [
+        (LOCATIONS[1][1].format(number), "canteen", seats, -0.0005, 0.0025 * number)
+        for number, seats in enumerate(CANTEEN_SEATS, start=1)
+    ]
+    layout.append(("图书馆", "library", LIBRARY_SEATS, -0.0020, 0.0040))
+    return [
         admin.post(
             f"/schools/{school['id']}/buildings",
-            {"name": "图书馆", "location_type": "library", "capacity": LIBRARY_SEATS},
+            {
+                "name": name,
+                "location_type": location_type,
+                "capacity": size,
+                "latitude": round(center_lat + north, 6),
+                "longitude": round(center_lon + east, 6),
+            },
         )
-    )
-    return buildings
+        for name, location_type, size, north, east in layout
+    ]
 
 
 def school_admin_username(school: dict[str, Any]) -> str:
@@ -1181,7 +1179,8 @@ def run_demo(options: DemoOptions) -> int:
                 f"\nThe fleet server keeps running at {base_url} (API docs at {base_url}/docs). "
                 f"Sign in at {base_url}/login as {ADMIN_USERNAME} (province), "
                 f"{OPERATOR_USERNAME} (operator) or "
-                f"{', '.join(school_admin_username(school) for school in schools)} (schools), "
+                f"{', '.join(school_admin_username(school) for school in schools)} (schools) "
+                f"or {students[0].username} to {students[-1].username} (students), "
                 f"password {DEMO_PASSWORD}. "
                 "Press Ctrl-C to stop every process.",
                 flush=True,

@@ -198,29 +198,52 @@ def test_submission_rules(shop_client: TestClient, shop: Shop) -> None:
     school = shop.world.a.school_id
     path = f"{API}/schools/{school}/procurement/reports"
     headers = shop.headers
+    this_monday = date.today() - timedelta(days=date.today().weekday())
 
-    not_over = shop_client.post(
-        f"{path}/{date.today() - timedelta(days=date.today().weekday())}/submit",
-        headers=headers["school_admin_a"],
-    )
+    not_over = shop_client.post(f"{path}/{this_monday}/submit", headers=headers["school_admin_a"])
     not_monday = shop_client.post(f"{path}/2026-11-17/submit", headers=headers["school_admin_a"])
+    ancient = shop_client.post(f"{path}/0001-01-01/submit", headers=headers["school_admin_a"])
+    too_old = shop_client.post(f"{path}/2017-01-02/submit", headers=headers["school_admin_a"])
     by_province = shop_client.post(f"{path}/{WEEK_1}/submit", headers=headers["province_admin"])
     other_school = shop_client.post(f"{path}/{WEEK_1}/submit", headers=headers["school_admin_b"])
     by_operator = shop_client.post(f"{path}/{WEEK_1}/submit", headers=headers["operator_a"])
     first = submit(shop_client, shop, WEEK_1 - timedelta(days=14))
     again = submit(shop_client, shop, WEEK_1 - timedelta(days=14))
-    skipping = submit(shop_client, shop, WEEK_1)
     earlier = submit(shop_client, shop, WEEK_1 - timedelta(days=21))
 
     assert not_over.json()["code"] == "week_not_over"
     assert not_monday.json()["code"] == "week_not_monday"
+    assert ancient.json()["code"] == "week_out_of_range"
+    assert too_old.json()["code"] == "report_too_old"
     assert by_province.status_code == 403
     assert other_school.status_code == 404
     assert by_operator.status_code == 403
     assert first.status_code == 200, first.json()
     assert again.json()["code"] == "report_already_submitted"
-    assert skipping.json()["code"] == "report_out_of_order"
     assert earlier.json()["code"] == "report_out_of_order"
+
+
+def test_skipped_week_is_carried_into_the_next_submitted_report(
+    shop_client: TestClient, shop: Shop, seeded: sessionmaker[Session]
+) -> None:
+    submit(shop_client, shop, WEEK_1 - timedelta(days=7))
+    cabinet_sale(shop_client, shop, seeded, local(2026, 11, 18, 12, 0, 0), [(0, 2)])
+    cabinet_sale(shop_client, shop, seeded, local(2026, 11, 25, 12, 0, 0), [(1, 1)])
+
+    # The school skips WEEK_1 and submits WEEK_2.
+    submitted = submit(shop_client, shop, WEEK_2)
+    skipped = report(shop_client, shop, WEEK_1)
+    again = submit(shop_client, shop, WEEK_1)
+
+    assert submitted.status_code == 200, submitted.json()
+    body = submitted.json()
+    assert body["week_fen"] == sale_amount(shop, [(1, 1)])
+    assert body["adjustment_fen"] == sale_amount(shop, [(0, 2)])
+    assert [row["occurred_on"] for row in body["adjustments"]] == ["2026-11-18"]
+    assert body["year_to_date_fen"] == sale_amount(shop, [(0, 2), (1, 1)])
+    assert skipped["status"] == "draft"
+    assert skipped["period_fen"] == 0
+    assert again.json()["code"] == "report_out_of_order"
 
 
 # --- Counties, counting rules, rounding -----------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -131,7 +131,22 @@ def validation_error_body(errors: list[dict[str, Any]]) -> ErrorBody:
     )
 
 
-async def _handle_service_error(request: Request, error: Exception) -> JSONResponse:
+def _respond(
+    request: Request, status_code: int, body: ErrorBody, headers: dict[str, str] | None = None
+) -> Response:
+    """Answer an API request with the JSON error body, and a page request with a page.
+
+    The web pages register ``app.state.page_error_renderer``; a request outside the API
+    then gets an error page in the reader's language instead of bare JSON.
+    """
+    renderer = getattr(request.app.state, "page_error_renderer", None)
+    if renderer is not None and not request.url.path.startswith("/api/"):
+        page: Response = renderer(request, status_code, body.message, body.message_en)
+        return page
+    return error_response(status_code, body, headers)
+
+
+async def _handle_service_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, ServiceError)
     status_code = status.HTTP_400_BAD_REQUEST
     for error_type, mapped_status in STATUS_BY_ERROR:
@@ -148,7 +163,7 @@ async def _handle_service_error(request: Request, error: Exception) -> JSONRespo
         message_en=error.message_en,
         details=_service_error_details(error),
     )
-    return error_response(status_code, body, headers)
+    return _respond(request, status_code, body, headers)
 
 
 def _service_error_details(error: ServiceError) -> list[ErrorDetail] | None:
@@ -181,10 +196,10 @@ def _service_error_details(error: ServiceError) -> list[ErrorDetail] | None:
     return None
 
 
-async def _handle_validation_error(request: Request, error: Exception) -> JSONResponse:
+async def _handle_validation_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
     body = validation_error_body(list(error.errors()))
-    return error_response(status.HTTP_422_UNPROCESSABLE_CONTENT, body)
+    return _respond(request, status.HTTP_422_UNPROCESSABLE_CONTENT, body)
 
 
 def _is_unparsable_body(error: StarletteHTTPException) -> bool:
@@ -199,7 +214,7 @@ def _is_unparsable_body(error: StarletteHTTPException) -> bool:
     )
 
 
-async def _handle_http_error(request: Request, error: Exception) -> JSONResponse:
+async def _handle_http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, StarletteHTTPException)
     if _is_unparsable_body(error):
         logger.debug(
@@ -210,19 +225,20 @@ async def _handle_http_error(request: Request, error: Exception) -> JSONResponse
         body = validation_error_body(
             [{"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error"}]
         )
-        return error_response(status.HTTP_422_UNPROCESSABLE_CONTENT, body)
+        return _respond(request, status.HTTP_422_UNPROCESSABLE_CONTENT, body)
     code, message, message_en = HTTP_ERRORS.get(
         error.status_code,
         (f"http_{error.status_code}", "请求无法处理", str(error.detail)),
     )
-    return error_response(
+    return _respond(
+        request,
         error.status_code,
         ErrorBody(code=code, message=message, message_en=message_en),
         dict(error.headers) if error.headers else None,
     )
 
 
-async def _handle_integrity_error(request: Request, error: Exception) -> JSONResponse:
+async def _handle_integrity_error(request: Request, error: Exception) -> Response:
     # Reached when two requests race past a service's uniqueness check, so the database
     # constraint rejected the second one.
     logger.warning("integrity error on %s %s: %s", request.method, request.url.path, error)
@@ -231,10 +247,10 @@ async def _handle_integrity_error(request: Request, error: Exception) -> JSONRes
         message="数据与已有记录冲突，请刷新后重试",
         message_en="The change conflicts with existing data; reload and try again",
     )
-    return error_response(status.HTTP_409_CONFLICT, body)
+    return _respond(request, status.HTTP_409_CONFLICT, body)
 
 
-async def _handle_out_of_range(request: Request, error: Exception) -> JSONResponse:
+async def _handle_out_of_range(request: Request, error: Exception) -> Response:
     # An id or number beyond the database's 64-bit integers (SQLite's driver raises
     # OverflowError, PostgreSQL a DataError): the client sent a value no row can have.
     logger.info("value out of range on %s %s: %s", request.method, request.url.path, error)
@@ -243,7 +259,7 @@ async def _handle_out_of_range(request: Request, error: Exception) -> JSONRespon
         message="数值超出允许范围",
         message_en="A number in the request is out of range",
     )
-    return error_response(status.HTTP_422_UNPROCESSABLE_CONTENT, body)
+    return _respond(request, status.HTTP_422_UNPROCESSABLE_CONTENT, body)
 
 
 def install_error_handlers(app: FastAPI) -> None:

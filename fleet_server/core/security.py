@@ -109,6 +109,8 @@ def verify_token(token: str, *, secret: bytes, now_s: float | None = None) -> To
     genuine token at or past its expiry time. The signature is checked first, so an
     expired forgery is reported as invalid.
     """
+    if not token.isascii():
+        raise TokenInvalidError("token contains characters outside ASCII")
     parts = token.split(".")
     if len(parts) != 3 or parts[0] != TOKEN_VERSION:
         raise TokenInvalidError("token does not have the form v1.PAYLOAD.SIGNATURE")

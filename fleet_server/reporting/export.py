@@ -44,13 +44,23 @@ def _yuan(fen: int) -> Decimal:
 
 
 def _append(sheet: Worksheet, row: Sequence[object]) -> None:
-    """Append a row, dropping the control characters that the file format cannot hold.
+    """Append a row of values, never of formulas, without characters the format cannot hold.
 
-    Names come from users, and a stray control character must not make a download fail.
+    Names come from users: a stray control character must not make a download fail, and
+    a name such as =HYPERLINK(...) must stay text instead of becoming a live formula
+    (openpyxl stores every string that starts with "=" as a formula).
     """
     sheet.append(
         [ILLEGAL_CHARACTERS_RE.sub("", value) if isinstance(value, str) else value for value in row]
     )
+    for cell in sheet[sheet.max_row]:
+        if cell.data_type == "f":
+            cell.data_type = "s"
+
+
+def _csv_text(value: str) -> str:
+    """Return a user's text for a CSV cell that spreadsheets will not run as a formula."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 def _header(sheet: Worksheet, headers: Sequence[str]) -> None:
@@ -278,7 +288,7 @@ def report_csv(report: ReportPublic) -> bytes:
         ]
     )
     base = [
-        report.school.name,
+        _csv_text(report.school.name),
         SCHOOL_TYPE_NAMES[report.school.school_type.value],
         report.week.isoformat(),
         report.week_end.isoformat(),
@@ -287,7 +297,7 @@ def report_csv(report: ReportPublic) -> bytes:
         writer.writerow(
             [
                 *base,
-                row.county_name,
+                _csv_text(row.county_name),
                 row.county_code,
                 row.period_wan,
                 row.year_to_date_wan,

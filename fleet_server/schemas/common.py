@@ -58,7 +58,8 @@ def _contains_nul(value: Any) -> bool:
 # Text in a path or query parameter. Request bodies get the same check from RequestModel.
 Text = Annotated[str, AfterValidator(reject_nul)]
 # GB/T 2260 county-level division code, current or former.
-DivisionCodeStr = Annotated[str, Field(pattern=r"^\d{6}$", examples=["340422"])]
+# [0-9], not \d, which would also take full-width digits that no code lookup finds.
+DivisionCodeStr = Annotated[str, Field(pattern=r"^[0-9]{6}$", examples=["340422"])]
 NameStr = Annotated[str, Field(min_length=1, max_length=200)]
 # Largest value of an Integer column on PostgreSQL (int4). SQLite would store more, so the
 # bound keeps both backends accepting the same values.

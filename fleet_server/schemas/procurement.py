@@ -1,10 +1,11 @@
 """Request and response bodies of the procurement ledger and the weekly reports."""
 
+import re
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_core import PydanticUndefined
 
 from fleet_server.models import (
@@ -54,10 +55,12 @@ REASON_NAMES: dict[NotCountingReason, tuple[str, str]] = {
     NotCountingReason.NOT_PAID: ("未付款", "Not paid"),
 }
 
+# Purchases are recorded from the year targeted procurement began; earlier dates are typos.
+FIRST_ENTRY_DATE = date(2017, 1, 1)
 ManualChannel = Literal["canteen", "union_welfare", "campus_shop", "service_company"]
 AmountFen = Annotated[
     int,
-    Field(strict=True, gt=0, le=10**12, description="amount in fen (0.01 yuan)"),
+    Field(strict=True, gt=0, le=10**10, description="amount in fen (0.01 yuan)"),
 ]
 
 
@@ -79,6 +82,21 @@ class EntryCreate(RequestModel):
     voucher_ref: str = text(100)
     voucher_file_id: int | None = Field(default=None, ge=1, le=2**62)
     note: str = text(500, min_length=0, default="")
+
+    @field_validator("occurred_on", mode="before")
+    @classmethod
+    def _date_as_written(cls, value: Any) -> Any:
+        # pydantic would read "1764547200" as a Unix time; a voucher date is written out.
+        if isinstance(value, str) and not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+            raise ValueError("a date is written YYYY-MM-DD")
+        return value
+
+    @field_validator("occurred_on")
+    @classmethod
+    def _date_in_range(cls, value: date) -> date:
+        if value < FIRST_ENTRY_DATE:
+            raise ValueError(f"dates before {FIRST_ENTRY_DATE} are not accepted")
+        return value
 
 
 class EntryVoid(RequestModel):

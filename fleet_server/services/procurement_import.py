@@ -8,7 +8,7 @@ corrected file can be imported again without duplicating the good rows.
 
 import csv
 import io
-import zipfile
+import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -19,12 +19,16 @@ from openpyxl.utils import get_column_letter
 from pydantic import ValidationError
 
 from fleet_server.models import ProcurementChannel
+from fleet_server.models.base import utc_now
+from fleet_server.reporting.periods import local_date
 from fleet_server.schemas.procurement import CHANNEL_NAMES, EntryCreate
 from fleet_server.services.errors import InvalidInputError
 from fleet_server.services.procurement_ledger import EntryInput
 
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
 MAX_IMPORT_ROWS = 5_000
+# Columns read from each row of a workbook: the template's, with room for extra ones.
+MAX_COLUMNS = 40
 XLSX_SIGNATURE = b"PK\x03\x04"
 
 
@@ -98,17 +102,7 @@ def read_rows(content: bytes) -> list[list[Any]]:
             f"The file may not exceed {MAX_IMPORT_BYTES // (1024 * 1024)} MB",
         )
     if content.startswith(XLSX_SIGNATURE):
-        try:
-            workbook = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
-            sheet = workbook.worksheets[0]
-            rows = [list(row) for row in sheet.iter_rows(values_only=True)]
-            workbook.close()
-        except (zipfile.BadZipFile, KeyError, ValueError, OSError, IndexError) as error:
-            _refuse(
-                "无法读取 Excel 文件，请另存为 .xlsx 后重试",
-                f"The Excel file cannot be read ({error.__class__.__name__}); save it as .xlsx",
-            )
-        return rows
+        return _read_workbook(content)
     for encoding in ("utf-8-sig", "gb18030"):
         try:
             text = content.decode(encoding)
@@ -124,6 +118,34 @@ def read_rows(content: bytes) -> list[list[Any]]:
     except csv.Error as error:
         _refuse("CSV 文件格式有误", f"The CSV file is malformed: {error}")
     raise AssertionError("unreachable")
+
+
+def _read_workbook(content: bytes) -> list[list[Any]]:
+    """Return the first sheet's rows, reading no more columns and rows than an import uses.
+
+    The sheet's declared size is not trusted: a small file may claim 16,384 columns and a
+    million rows, so only MAX_COLUMNS columns are read and reading stops one row past the
+    row limit.
+    """
+    rows: list[list[Any]] = []
+    try:
+        workbook = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
+        try:
+            sheet = workbook.worksheets[0]
+            for row in sheet.iter_rows(values_only=True, max_col=MAX_COLUMNS):
+                if any(_blank_to_none(cell) is not None for cell in row):
+                    rows.append(list(row))
+                    if len(rows) > MAX_IMPORT_ROWS + 1:
+                        break
+        finally:
+            workbook.close()
+    # openpyxl raises whatever its zip, XML and number parsers raise on a damaged file.
+    except Exception as error:
+        _refuse(
+            "无法读取 Excel 文件，请另存为 .xlsx 后重试",
+            f"The Excel file cannot be read ({error.__class__.__name__}); save it as .xlsx",
+        )
+    return rows
 
 
 def parse_entries(content: bytes) -> list[EntryInput]:
@@ -227,7 +249,7 @@ def _parse_row(row: int, cells: dict[str, Any], problems: list[RowProblem]) -> E
 
     amount = cells.get("amount_yuan")
     if amount is not None:
-        fen = _yuan_to_fen(amount)
+        fen = yuan_to_fen(amount)
         if fen is None:
             problems.append(
                 RowProblem(
@@ -242,7 +264,7 @@ def _parse_row(row: int, cells: dict[str, Any], problems: list[RowProblem]) -> E
     quantity = cells.get("quantity")
     if quantity is not None:
         try:
-            values["quantity"] = Decimal(str(quantity))
+            values["quantity"] = Decimal(unicodedata.normalize("NFKC", str(quantity)))
         except InvalidOperation:
             values["quantity"] = str(quantity)
 
@@ -259,7 +281,11 @@ def _parse_row(row: int, cells: dict[str, Any], problems: list[RowProblem]) -> E
             values[key] = str(cells[key])
     if cells.get("county_code") is not None:
         code = cells["county_code"]
-        values["county_code"] = str(int(code)) if isinstance(code, int | float) else str(code)
+        values["county_code"] = (
+            str(int(code))
+            if isinstance(code, int | float) and abs(code) < 10**7
+            else unicodedata.normalize("NFKC", str(code))
+        )
 
     if len(problems) > count_before:
         return None
@@ -275,6 +301,16 @@ def _parse_row(row: int, cells: dict[str, Any], problems: list[RowProblem]) -> E
             )
             message_zh = "必填" if item["type"] == "missing" else "取值无效"
             problems.append(RowProblem(row, column, message_zh, item["msg"]))
+        return None
+    if entry.occurred_on > local_date(utc_now()):
+        problems.append(
+            RowProblem(
+                row,
+                "采购日期",
+                f"采购日期 {entry.occurred_on} 晚于今天",
+                f"the date {entry.occurred_on} is after today",
+            )
+        )
         return None
     return EntryInput(
         channel=ProcurementChannel(entry.channel),
@@ -301,23 +337,28 @@ def _parse_date(text: str) -> date | None:
     return None
 
 
-def _yuan_to_fen(value: Any) -> int | None:
+# Largest amount of one entry: 100 million yuan, far above any single purchase.
+MAX_ENTRY_FEN = 10**10
+
+
+def yuan_to_fen(value: Any) -> int | None:
     """Return a yuan amount in fen, exactly, or None if it is not a valid amount.
 
     Excel hands numbers over as floats; their shortest decimal text is what the cell
-    shows, so 12.3 becomes 1230 fen and not 1229.
+    shows, so 12.3 becomes 1230 fen and not 1229. Text is read after NFKC normalisation,
+    so full-width digits count as digits.
     """
     if isinstance(value, bool):
         return None
+    text = repr(value) if isinstance(value, float) else unicodedata.normalize("NFKC", str(value))
     try:
-        amount = (
-            Decimal(repr(value))
-            if isinstance(value, float)
-            else Decimal(str(value).replace(",", ""))
-        )
-    except InvalidOperation:
-        return None
-    if not amount.is_finite() or amount <= 0 or amount != amount.quantize(Decimal("0.01")):
+        amount = Decimal(text.replace(",", "").strip())
+        if not amount.is_finite() or amount <= 0 or amount > Decimal(MAX_ENTRY_FEN) / 100:
+            return None
+        if amount != amount.quantize(Decimal("0.01")):
+            return None
+    # InvalidOperation for text that is no number, Overflow for exponents past any limit.
+    except ArithmeticError:
         return None
     return int(amount * 100)
 

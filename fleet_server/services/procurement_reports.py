@@ -11,16 +11,17 @@ A report's figures come from ``procurement_daily_totals`` only:
 
 A draft is computed afresh on every request. Submitting freezes the figures in the
 report row; later postings for that week go to the next report. Reports are submitted in
-week order, so no open week is ever left behind a submitted one.
+week order; a week the school skips is never submitted, and its postings move into the
+next report it submits, as adjustments.
 """
 
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from fleet_server.models import (
@@ -36,7 +37,7 @@ from fleet_server.models import (
     SchoolType,
 )
 from fleet_server.models.base import utc_now
-from fleet_server.reporting.periods import ReportWeek, is_late, year_start
+from fleet_server.reporting.periods import ReportWeek, is_late, last_completed_week, year_start
 from fleet_server.reporting.wan_yuan import apportion, format_wan
 from fleet_server.services.access import Actor
 from fleet_server.services.audit import record_audit
@@ -255,7 +256,23 @@ def wan_columns(figures: dict[str, Any]) -> dict[str, Any]:
 # --- One school's report -------------------------------------------------------------------------
 
 
+# Reports exist from the first year of targeted procurement; the upper bound keeps date
+# arithmetic far from date.max.
+FIRST_REPORT_WEEK = date(2017, 1, 2)
+LAST_REPORT_WEEK = date(2099, 12, 28)
+# A report older than this many weeks can no longer be submitted: its entries go into the
+# next report instead, so a mistyped year cannot hold up the school's reporting.
+SUBMIT_WITHIN_WEEKS = 12
+
+
 def parse_week(monday: date) -> ReportWeek:
+    if not FIRST_REPORT_WEEK <= monday <= LAST_REPORT_WEEK:
+        raise InvalidInputError(
+            code="week_out_of_range",
+            message=f"统计周期须在 {FIRST_REPORT_WEEK} 至 {LAST_REPORT_WEEK} 之间",
+            message_en=f"A reporting week lies between {FIRST_REPORT_WEEK} and {LAST_REPORT_WEEK}",
+            details={"field": "week"},
+        )
     try:
         return ReportWeek(monday)
     except ValueError as error:
@@ -348,13 +365,16 @@ def submit_report(
             message_en=f"The week of {submitted[0]} is already submitted; "
             f"an earlier week ({week.monday}) can no longer be",
         )
-    if submitted and submitted[0] != week.previous().monday:
-        missing = ReportWeek(submitted[0]).next()
+    oldest = last_completed_week(now).monday - timedelta(weeks=SUBMIT_WITHIN_WEEKS - 1)
+    if week.monday < oldest:
         raise InvalidInputError(
-            code="report_out_of_order",
-            message=f"请先报送 {missing.label} 的采购信息表",
-            message_en=f"Submit the report of the week {missing.monday} first",
+            code="report_too_old",
+            message=f"{week.label} 已超过 {SUBMIT_WITHIN_WEEKS} 周，不能再报送；其记录会列入下一期",
+            message_en=f"The week {week.monday} is more than {SUBMIT_WITHIN_WEEKS} weeks old "
+            "and can no longer be submitted; its entries go into the next report",
         )
+    if submitted:
+        carry_skipped_weeks(session, school_id, after=submitted[0], into=week.monday)
 
     figures = compute_figures(session, [school_id], week, year)[school_id]
     report = ProcurementReport(
@@ -391,6 +411,37 @@ def submit_report(
         submitted_at=now,
         late=is_late(week, now, now),
     )
+
+
+def can_submit(session: Session, school_id: int, week: ReportWeek, now: datetime) -> bool:
+    """Return whether the school may submit this week's report now (see submit_report)."""
+    if now < week.end_utc:
+        return False
+    if week.monday < last_completed_week(now).monday - timedelta(weeks=SUBMIT_WITHIN_WEEKS - 1):
+        return False
+    latest = session.scalar(
+        select(func.max(ProcurementReport.week)).where(ProcurementReport.school_id == school_id)
+    )
+    return latest is None or latest < week.monday
+
+
+def carry_skipped_weeks(session: Session, school_id: int, *, after: date, into: date) -> None:
+    """Move the postings of weeks left unsubmitted, between ``after`` and ``into``, into ``into``.
+
+    A school may skip a week; what was posted for it then appears as adjustments in the
+    next report it submits, so that no amount is missing from every 本期. No row of the
+    week ``into`` can already hold those days, so the key stays unique.
+    """
+    for model in (ProcurementDailyTotal, ProcurementEntry):
+        session.execute(
+            update(model)
+            .where(
+                model.school_id == school_id,
+                model.reported_week > after,
+                model.reported_week < into,
+            )
+            .values(reported_week=into)
+        )
 
 
 def mark_seen(

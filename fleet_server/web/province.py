@@ -153,5 +153,7 @@ def mark_seen(
         )
         session.commit()
     except ServiceError:
+        # Only a submitted report can be marked; the page shows its real status.
         session.rollback()
+        return RedirectResponse(f"/province/schools/{school_id}/reports/{week}", status_code=303)
     return RedirectResponse(f"/province/schools/{school_id}/reports/{week}?seen=1", status_code=303)

@@ -110,5 +110,16 @@ def install_page_error_handlers(app: FastAPI) -> None:
     async def forbidden(request: Request, error: Exception) -> Response:
         return render(request, "error.html", {"message_key": "error.forbidden"}, status_code=403)
 
+    def error_page(request: Request, status_code: int, message: str, message_en: str) -> Response:
+        text = message if request_lang(request) == "zh" else message_en
+        if status_code == 404:
+            return render(
+                request, "error.html", {"message_key": "error.not_found"}, status_code=404
+            )
+        return render(
+            request, "error.html", {"message_key": None, "message": text}, status_code=status_code
+        )
+
     app.add_exception_handler(SignInRequiredError, sign_in_required)
     app.add_exception_handler(PageForbiddenError, forbidden)
+    app.state.page_error_renderer = error_page

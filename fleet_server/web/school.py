@@ -1,16 +1,23 @@
 """The school administrator's pages: overview, ledger, import, weekly report, placement plan."""
 
+import unicodedata
 from datetime import date, timedelta
-from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
+from sqlalchemy import select
 
 from fleet_server.api.deps import SessionDep, SettingsDep
 from fleet_server.core.config import ServerSettings
-from fleet_server.models import EntrySource, LocationType, ProcurementChannel, Role
+from fleet_server.models import (
+    EntrySource,
+    LocationType,
+    ProcurementChannel,
+    ProcurementEntry,
+    Role,
+)
 from fleet_server.models.base import utc_now
 from fleet_server.reporting.periods import last_completed_week, week_of
 from fleet_server.schemas.planning import PlannerSettings, Recommendation
@@ -165,18 +172,6 @@ def ledger_page(
     )
 
 
-def _yuan_to_fen(text: str) -> int | None:
-    try:
-        amount = Decimal(text.replace(",", "").strip())
-    except InvalidOperation:
-        return None
-    if not amount.is_finite() or amount <= 0 or amount != amount.quantize(Decimal("0.01")):
-        return None
-    if amount > Decimal(10**10):
-        return None
-    return int(amount * 100)
-
-
 @router.post("/ledger")
 async def add_entry(
     request: Request,
@@ -187,6 +182,9 @@ async def add_entry(
 ) -> Response:
     form = await request.form()
     values = {name: str(form.get(name) or "").strip() for name in ENTRY_FIELDS}
+    # Full-width digits, as Chinese input methods type them, are digits too.
+    for name in ("county_code", "quantity"):
+        values[name] = unicodedata.normalize("NFKC", values[name])
     if not check_csrf(user, settings, str(form.get(CSRF_FIELD) or "")):
         return render(
             request, "error.html", {"message_key": "error.csrf"}, user=user, status_code=403
@@ -194,7 +192,7 @@ async def add_entry(
 
     errors: dict[str, str] = {}
     translate = i18n.Translator(i18n.request_lang(request))
-    amount_fen = _yuan_to_fen(values["amount_yuan"]) if values["amount_yuan"] else None
+    amount_fen = importing.yuan_to_fen(values["amount_yuan"]) if values["amount_yuan"] else None
     if values["amount_yuan"] and amount_fen is None:
         errors["amount_yuan"] = translate("ledger.error.amount")
     optional = ("certificate_number", "county_code", "county_name")
@@ -290,7 +288,8 @@ def void_entry(
         return render(
             request, "error.html", {"message_key": "error.csrf"}, user=user, status_code=403
         )
-    reason = reason.strip()[:500] or "—"
+    # Control characters would only garble the audit log; the reason is free text.
+    reason = "".join(char for char in reason if char.isprintable()).strip()[:500] or "—"
     try:
         ledger.void_entry(
             session,
@@ -309,9 +308,25 @@ def void_entry(
 
 
 @router.get("/import")
-def import_page(request: Request, user: SchoolAdmin) -> Response:
+def import_page(
+    request: Request, session: SessionDep, user: SchoolAdmin, batch: str | None = None
+) -> Response:
+    result = None
+    if batch:
+        rows = session.execute(
+            select(ProcurementEntry.amount_fen, ProcurementEntry.not_counting_reason).where(
+                ProcurementEntry.school_id == school_of(user),
+                ProcurementEntry.import_batch == batch[:36],
+            )
+        ).all()
+        if rows:
+            result = {
+                "created": len(rows),
+                "counting": sum(1 for _, reason in rows if reason is None),
+                "amount_fen": sum(amount for amount, _ in rows),
+            }
     return render(
-        request, "school/import.html", {"problems": [], "result": None, "error": None}, user=user
+        request, "school/import.html", {"problems": [], "result": result, "error": None}, user=user
     )
 
 
@@ -365,15 +380,8 @@ async def import_file(
             user=user,
             status_code=422,
         )
-    counting = sum(1 for entry in saved if entry.not_counting_reason is None)
-    result = {
-        "created": len(saved),
-        "counting": counting,
-        "amount_fen": sum(entry.amount_fen for entry in saved),
-    }
-    return render(
-        request, "school/import.html", {"problems": [], "result": result, "error": None}, user=user
-    )
+    # Redirect after the import, so that reloading the result page cannot import again.
+    return RedirectResponse(f"/school/import?batch={saved[0].import_batch}", status_code=303)
 
 
 # --- Weekly report ------------------------------------------------------------------------------
@@ -394,7 +402,20 @@ def report_page(
     user: SchoolAdmin,
     week: date,
     submitted: int | None = None,
+) -> Response:
+    return _render_report(request, session, settings, user, week, submitted=submitted)
+
+
+def _render_report(
+    request: Request,
+    session: SessionDep,
+    settings: ServerSettings,
+    user: PageUser,
+    week: date,
+    *,
+    submitted: int | None = None,
     error: str | None = None,
+    status_code: int = 200,
 ) -> Response:
     report_week = reports.parse_week(week - timedelta(days=week.weekday()))
     view = reports.get_report(
@@ -409,7 +430,8 @@ def report_page(
         "school/report.html",
         {
             "report": ReportPublic.from_view(view),
-            "can_submit": view.status.value == "draft" and utc_now() >= report_week.end_utc,
+            "can_submit": view.status.value == "draft"
+            and reports.can_submit(session, school_of(user), report_week, utc_now()),
             "previous": report_week.previous().monday,
             "next": report_week.next().monday,
             "submitted": submitted,
@@ -419,6 +441,7 @@ def report_page(
             ),
         },
         user=user,
+        status_code=status_code,
     )
 
 
@@ -460,11 +483,15 @@ def render_report_error(
     week: date,
     message: str,
 ) -> Response:
-    response = report_page(
-        request, session, settings, user, week - timedelta(days=week.weekday()), error=message
+    return _render_report(
+        request,
+        session,
+        settings,
+        user,
+        week - timedelta(days=week.weekday()),
+        error=message,
+        status_code=422,
     )
-    response.status_code = 422
-    return response
 
 
 # --- Placement plan -------------------------------------------------------------------------------
@@ -535,7 +562,8 @@ async def plan_action(
 
 
 def _whole(text: str) -> int | None:
-    return int(text) if text.isdigit() and len(text) <= 7 else None
+    # isdigit() alone also accepts superscripts such as "²", which int() refuses.
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 7 else None
 
 
 def _planner_config(body: PlannerSettings) -> Any:

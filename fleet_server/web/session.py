@@ -52,7 +52,10 @@ def csrf_for(token: str, secret: bytes) -> str:
 
 
 def csrf_matches(token: str, secret: bytes, offered: str | None) -> bool:
-    return offered is not None and hmac.compare_digest(csrf_for(token, secret), offered)
+    # Bytes, because compare_digest refuses str with non-ASCII characters.
+    return offered is not None and hmac.compare_digest(
+        csrf_for(token, secret).encode(), offered.encode("utf-8", "replace")
+    )
 
 
 def session_user(request: Request, session: Session, settings: ServerSettings) -> PageUser | None:

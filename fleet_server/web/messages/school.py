@@ -81,6 +81,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "ledger.voided": ("已作废", "Void"),
     "ledger.voided_ok": ("已作废该记录", "The entry is void"),
     "ledger.empty": ("暂无记录", "No entries yet"),
+    "ledger.newer": ("较新的记录", "Newer entries"),
+    "ledger.older": ("较早的记录", "Older entries"),
     "ledger.filter_all": ("全部", "All"),
     "ledger.filter_counting": ("仅计入", "Counting only"),
     "ledger.filter_not_counting": ("仅不计入", "Not counting only"),
@@ -102,10 +104,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "ledger.error.too_long": ("内容过长", "Too long"),
     "import.title": ("从文件导入台账", "Import ledger entries from a file"),
     "import.help": (
-        "支持 Excel（.xlsx）和 CSV（UTF-8 或 GBK）。请使用模板中的表头；"
+        "支持 Excel（.xlsx）和 CSV（UTF-8 或 GBK），每次最多 5000 行、5 MB。请使用模板中的表头；"
         "有任何一行出错时不会导入任何记录。",
-        "Excel (.xlsx) or CSV (UTF-8 or GBK) with the template's header row. If any row is "
-        "wrong, nothing is imported.",
+        "Excel (.xlsx) or CSV (UTF-8 or GBK), at most 5,000 rows and 5 MB, with the template's "
+        "header row. If any row is wrong, nothing is imported.",
     ),
     "import.template": ("下载导入模板", "Download the template"),
     "import.file": ("文件", "File"),
