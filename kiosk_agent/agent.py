@@ -115,7 +115,7 @@ def simulation_time(clock_file: Path, now_s: float) -> datetime:
 
     Simulations set ``clock_file`` to run a week of business in minutes; the demo writes
     the simulated start of each purchase just before it. Raises OSError or ValueError when
-    the file is missing or holds no aware timestamp.
+    the file is missing or contains no aware timestamp.
     """
     written = clock_file.stat().st_mtime
     base = datetime.fromisoformat(clock_file.read_text(encoding="utf-8").strip())

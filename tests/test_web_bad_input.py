@@ -1,4 +1,4 @@
-"""Bad input on the pages and in their files: a clear answer, never a 500, nothing lost."""
+"""Bad input on the pages and in their files: a clear error, never a 500, nothing lost."""
 
 import io
 import zipfile

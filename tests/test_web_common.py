@@ -1,4 +1,4 @@
-"""The pages every visitor sees: sign-in, language switch, redirects, session and CSRF."""
+"""The pages common to every visitor: sign-in, language switch, redirects, session and CSRF."""
 
 from fastapi.testclient import TestClient
 from playwright.sync_api import Page

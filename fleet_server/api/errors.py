@@ -134,7 +134,7 @@ def validation_error_body(errors: list[dict[str, Any]]) -> ErrorBody:
 def _respond(
     request: Request, status_code: int, body: ErrorBody, headers: dict[str, str] | None = None
 ) -> Response:
-    """Answer an API request with the JSON error body, and a page request with a page.
+    """Return the JSON error body for an API request, and an error page for a page request.
 
     The web pages register ``app.state.page_error_renderer``; a request outside the API
     then gets an error page in the reader's language instead of bare JSON.

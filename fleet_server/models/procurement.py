@@ -43,7 +43,7 @@ class ProcurementChannel(enum.StrEnum):
 
 
 class NotCountingReason(enum.StrEnum):
-    """Why an entry or a cabinet sale line does not count toward the procurement total."""
+    """Reason that an entry or a cabinet sale line does not count toward the procurement total."""
 
     NOT_CERTIFIED = "not_certified"  # no certificate, or one the catalog does not know
     CERTIFICATE_NOT_VALID = "certificate_not_valid"  # outside the certificate's validity dates
@@ -76,7 +76,7 @@ class VoucherFile(Base):
     content_type: Mapped[str] = mapped_column(String(100))
     size_bytes: Mapped[int] = mapped_column(Integer())
     sha256: Mapped[str] = mapped_column(String(64))
-    # Kept in the database, so that a database backup holds the vouchers too.
+    # Kept in the database, so that a database backup contains the vouchers too.
     content: Mapped[bytes] = mapped_column(LargeBinary())
     uploaded_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     uploaded_at: Mapped[CreatedAt]

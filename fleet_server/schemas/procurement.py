@@ -18,6 +18,7 @@ from fleet_server.models import (
 )
 from fleet_server.reporting.wan_yuan import format_wan, wan_yuan
 from fleet_server.schemas.common import DivisionCodeStr, RequestModel
+from fleet_server.services.procurement_ledger import EntryInput
 from fleet_server.services.procurement_reports import ReportView, wan_columns
 
 # Text fields refuse control characters, which no voucher or product name contains and
@@ -97,6 +98,28 @@ class EntryCreate(RequestModel):
         if value < FIRST_ENTRY_DATE:
             raise ValueError(f"dates before {FIRST_ENTRY_DATE} are not accepted")
         return value
+
+    def to_input(self, voucher_file_id: int | None = None) -> EntryInput:
+        """Return the entry as the ledger service takes it, with an uploaded voucher's id."""
+        if voucher_file_id is None:
+            voucher_file_id = self.voucher_file_id
+        return EntryInput(
+            channel=ProcurementChannel(self.channel),
+            occurred_on=self.occurred_on,
+            product_name=self.product_name,
+            certificate_number=self.certificate_number,
+            county_code=self.county_code,
+            county_name=self.county_name,
+            supplier=self.supplier,
+            quantity=self.quantity,
+            unit=self.unit,
+            amount_fen=self.amount_fen,
+            voucher_ref=self.voucher_ref,
+            voucher_file_id=voucher_file_id
+            if voucher_file_id is not None
+            else self.voucher_file_id,
+            note=self.note,
+        )
 
 
 class EntryVoid(RequestModel):

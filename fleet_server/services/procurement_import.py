@@ -312,20 +312,7 @@ def _parse_row(row: int, cells: dict[str, Any], problems: list[RowProblem]) -> E
             )
         )
         return None
-    return EntryInput(
-        channel=ProcurementChannel(entry.channel),
-        occurred_on=entry.occurred_on,
-        product_name=entry.product_name,
-        certificate_number=entry.certificate_number,
-        county_code=entry.county_code,
-        county_name=entry.county_name,
-        supplier=entry.supplier,
-        quantity=entry.quantity,
-        unit=entry.unit,
-        amount_fen=entry.amount_fen,
-        voucher_ref=entry.voucher_ref,
-        note=entry.note,
-    )
+    return entry.to_input()
 
 
 def _parse_date(text: str) -> date | None:

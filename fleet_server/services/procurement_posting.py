@@ -4,9 +4,9 @@ Every posting lands in one row of ``procurement_daily_totals`` per (school, repo
 day, channel, county, counting reason), added with ``INSERT ... ON CONFLICT DO UPDATE``,
 so reports never scan sales or entries.
 
-The report week of a posting is the week of its day, unless the school already submitted
-that week's report: then it is the first week after the last submitted one, where the
-report lists it as an adjustment with its original date. Reports are submitted in week
+The report week of a posting is the week of its day. When the school already submitted
+that week's report, it is the first week after the last submitted one instead, and that
+report lists the posting as an adjustment with its original date. Reports are submitted in week
 order, so "the week after the last submitted one" is always the next open report.
 
 Posting and submitting exclude each other through the school's row: posting holds it
@@ -57,7 +57,7 @@ class Posting:
 
 @dataclass(frozen=True, slots=True)
 class CertifiedProduct:
-    """What the counting rule needs to know of a catalog product."""
+    """The fields of a catalog product that the counting rule reads."""
 
     id: int
     source_county_id: int
@@ -67,7 +67,7 @@ class CertifiedProduct:
 
 @dataclass(frozen=True, slots=True)
 class PricedLine:
-    """A sale line as the counting rule sees it: its product (None if unknown) and amount."""
+    """A sale line for the counting rule: its product (None if unknown) and amount."""
 
     product: CertifiedProduct | None
     amount_fen: int
@@ -182,7 +182,7 @@ def current_county_codes(session: Session) -> dict[int, str]:
 
 
 def cabinet_schools(session: Session, cabinet_ids: Collection[int]) -> dict[int, int]:
-    """Return cabinet id -> id of the school where the cabinet stands."""
+    """Return cabinet id -> id of the school where the cabinet is placed."""
     rows = session.execute(
         select(Cabinet.id, Building.school_id)
         .join(Placement, Cabinet.placement_id == Placement.id)

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from fleet_server.core.config import ServerSettings
 from fleet_server.models import (
     County,
     CountyCode,
@@ -54,6 +55,11 @@ class YearStart:
 
     month: int = 1
     day: int = 1
+
+    @classmethod
+    def from_settings(cls, settings: ServerSettings) -> "YearStart":
+        month, day = settings.report_year_start_month_day
+        return cls(month, day)
 
     def of(self, week: ReportWeek) -> date:
         return year_start(week, start_month=self.month, start_day=self.day)

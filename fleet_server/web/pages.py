@@ -85,8 +85,8 @@ def sign_in(
 
 @router.post("/logout")
 def sign_out(request: Request) -> Response:
-    # Signing out only forgets this browser's cookie, which is harmless to do on any
-    # request, so it needs no CSRF check and works from a page older than the cookie.
+    # Signing out only deletes this browser's cookie, which is harmless on any request.
+    # So it needs no CSRF check and works from a page older than the cookie.
     response = RedirectResponse(f"/login?lang={request_lang(request)}", status_code=303)
     response.delete_cookie(SESSION_COOKIE)
     return response

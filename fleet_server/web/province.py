@@ -19,7 +19,6 @@ from fleet_server.services.errors import ServiceError
 from fleet_server.web import i18n
 from fleet_server.web.messages import province as province_messages
 from fleet_server.web.rendering import page_user, render
-from fleet_server.web.school import year_start
 from fleet_server.web.session import CSRF_FIELD, PageUser, csrf_matches
 
 i18n.register(province_messages)
@@ -114,7 +113,7 @@ def school_report(
         actor=Actor.for_user(user.user),
         school_id=school_id,
         week=reports.parse_week(_monday(week)),
-        year=year_start(settings),
+        year=reports.YearStart.from_settings(settings),
     )
     return render(
         request,

@@ -1,4 +1,4 @@
-"""Templates, the signed-in user of a page, and the answers for pages that cannot show."""
+"""Templates, the signed-in user of a page, and the error pages."""
 
 from collections.abc import Callable
 from pathlib import Path

@@ -54,7 +54,7 @@ ENTRY_FIELDS = (
     "voucher_ref",
     "note",
 )
-# Which message explains a rejected field, by the field and pydantic's error type.
+# Message key of a rejected field, by field name.
 FIELD_ERRORS = {
     "amount_yuan": "ledger.error.amount",
     "amount_fen": "ledger.error.amount",
@@ -62,11 +62,6 @@ FIELD_ERRORS = {
     "occurred_on": "ledger.error.date",
     "county_code": "ledger.error.county_code",
 }
-
-
-def year_start(settings: ServerSettings) -> reports.YearStart:
-    month, day = settings.report_year_start_month_day
-    return reports.YearStart(month, day)
 
 
 def check_csrf(user: PageUser, settings: ServerSettings, offered: str) -> bool:
@@ -88,7 +83,7 @@ def overview(
     actor = Actor.for_user(user.user)
     school_id = school_of(user)
     now = utc_now()
-    year = year_start(settings)
+    year = reports.YearStart.from_settings(settings)
     current = reports.get_report(
         session, actor=actor, school_id=school_id, week=week_of(now), year=year, now=now
     )
@@ -230,7 +225,7 @@ async def add_entry(
                     content=content,
                 )
                 voucher_id = voucher.id
-            entry_input = _entry_input(entry, voucher_id)
+            entry_input = entry.to_input(voucher_id)
             (saved,) = ledger.add_entries(
                 session,
                 actor=Actor.for_user(user.user),
@@ -253,24 +248,6 @@ async def add_entry(
         {**context, "form": values, "errors": errors, "saved": None},
         user=user,
         status_code=422,
-    )
-
-
-def _entry_input(entry: EntryCreate, voucher_id: int | None) -> ledger.EntryInput:
-    return ledger.EntryInput(
-        channel=ProcurementChannel(entry.channel),
-        occurred_on=entry.occurred_on,
-        product_name=entry.product_name,
-        certificate_number=entry.certificate_number,
-        county_code=entry.county_code,
-        county_name=entry.county_name,
-        supplier=entry.supplier,
-        quantity=entry.quantity,
-        unit=entry.unit,
-        amount_fen=entry.amount_fen,
-        voucher_ref=entry.voucher_ref,
-        voucher_file_id=voucher_id,
-        note=entry.note,
     )
 
 
@@ -423,7 +400,7 @@ def _render_report(
         actor=Actor.for_user(user.user),
         school_id=school_of(user),
         week=report_week,
-        year=year_start(settings),
+        year=reports.YearStart.from_settings(settings),
     )
     return render(
         request,
@@ -464,7 +441,7 @@ def submit_report(
             actor=Actor.for_user(user.user),
             school_id=school_of(user),
             week=reports.parse_week(week),
-            year=year_start(settings),
+            year=reports.YearStart.from_settings(settings),
         )
         session.commit()
     except ServiceError as error:

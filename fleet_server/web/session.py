@@ -62,7 +62,7 @@ def session_user(request: Request, session: Session, settings: ServerSettings) -
     """Return the signed-in user of the request's cookie, or None.
 
     Raises SignInRequiredError(expired=True) for a cookie whose token has expired, so the
-    sign-in page can say why.
+    sign-in page can show the reason.
     """
     token = request.cookies.get(SESSION_COOKIE)
     if not token:

@@ -65,7 +65,7 @@ def submit_plan(
 
 @router.get("/schools/{school_id}/placement-plan", responses=error_responses(401, 403, 404, 422))
 def get_plan(session: SessionDep, actor: SchoolManagerActor, school_id: int) -> PlanPublic:
-    """The school's current (latest submitted) plan."""
+    """Return the school's current (latest submitted) plan."""
     plans.check_plan_access(session, actor, school_id)
     plan = plans.current_plan(session, school_id)
     if plan is None:
@@ -81,7 +81,7 @@ def get_plan(session: SessionDep, actor: SchoolManagerActor, school_id: int) -> 
 def export_recommendation(
     session: SessionDep, actor: SchoolManagerActor, school_id: int, body: PlannerSettings
 ) -> Response:
-    """The recommendation for these settings as an Excel file."""
+    """Return the recommendation for these settings as an Excel file."""
     result = plans.recommend_for(session, actor, school_id, _config(body))
     content = plan_workbook(result.school.name, Recommendation.from_result(result))
     return attachment(content, XLSX, f"{result.school.name}_点位规划.xlsx")
@@ -100,7 +100,7 @@ def province_summary(session: SessionDep, actor: ProvinceAdminActor) -> Province
 
 @router.get("/placement-plans", responses=error_responses(401, 403))
 def province_plans(session: SessionDep, actor: ProvinceAdminActor) -> ProvincePlans:
-    """Every school's current plan, installed and online cabinets, against the target."""
+    """List every school's plan with its installed and online cabinets, against the target."""
     return province_summary(session, actor)
 
 

@@ -50,13 +50,8 @@ FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _year(settings: ServerSettings) -> reports.YearStart:
-    month, day = settings.report_year_start_month_day
-    return reports.YearStart(month, day)
-
-
 def attachment(content: bytes, media_type: str, filename: str) -> Response:
-    """Return a download; the name goes out as RFC 6266 asks, safe in any header."""
+    """Return a download named as RFC 6266 specifies, safe in any header."""
     # An ASCII fallback of letters, digits and ._- only, and the UTF-8 name percent-encoded
     # for browsers that read filename*; names come from users and may hold any character.
     fallback = re.sub(r"[^A-Za-z0-9._-]", "_", filename)
@@ -128,34 +123,16 @@ def list_entries(
 def create_entry(
     session: SessionDep, actor: SchoolManagerActor, school_id: int, body: EntryCreate
 ) -> EntryPublic:
-    """Enter one purchase; the response says whether it counts, and if not, why."""
+    """Enter one purchase. The response shows whether it counts, and the reason if not."""
     (entry,) = ledger.add_entries(
         session,
         actor=actor,
         school_id=school_id,
-        entries=[_entry_input(body)],
+        entries=[body.to_input()],
         source=EntrySource.FORM,
     )
     session.commit()
     return EntryPublic.from_model(entry)
-
-
-def _entry_input(body: EntryCreate) -> ledger.EntryInput:
-    return ledger.EntryInput(
-        channel=ProcurementChannel(body.channel),
-        occurred_on=body.occurred_on,
-        product_name=body.product_name,
-        certificate_number=body.certificate_number,
-        county_code=body.county_code,
-        county_name=body.county_name,
-        supplier=body.supplier,
-        quantity=body.quantity,
-        unit=body.unit,
-        amount_fen=body.amount_fen,
-        voucher_ref=body.voucher_ref,
-        voucher_file_id=body.voucher_file_id,
-        note=body.note,
-    )
 
 
 @router.post(
@@ -258,7 +235,7 @@ def _report(
         actor=actor,
         school_id=school_id,
         week=reports.parse_week(week),
-        year=_year(settings),
+        year=reports.YearStart.from_settings(settings),
     )
     return ReportPublic.from_view(view)
 
@@ -274,7 +251,7 @@ def get_report(
     school_id: int,
     week: date,
 ) -> ReportPublic:
-    """The weekly report of the week starting on Monday ``week``: the draft, or as submitted."""
+    """Return the report of the week starting on Monday ``week``: the draft, or as submitted."""
     return _report(session, actor, settings, school_id, week)
 
 
@@ -333,7 +310,7 @@ def submit_report(
         actor=actor,
         school_id=school_id,
         week=reports.parse_week(week),
-        year=_year(settings),
+        year=reports.YearStart.from_settings(settings),
     )
     session.commit()
     return ReportPublic.from_view(view)
@@ -369,7 +346,11 @@ def week_overview(
 ) -> tuple[Overview, list[reports.ReportView]]:
     report_week = reports.parse_week(week)
     views = reports.province_overview(
-        session, actor=actor, week=report_week, year=_year(settings), school_type=school_type
+        session,
+        actor=actor,
+        week=report_week,
+        year=reports.YearStart.from_settings(settings),
+        school_type=school_type,
     )
     shown = (
         [view for view in views if view.late and view.status.value == "draft"]
@@ -432,7 +413,7 @@ def province_week(
         bool, Query(description="only the schools that have not submitted by the deadline")
     ] = False,
 ) -> Overview:
-    """Every school's report of the week, submitted or draft, with the late ones marked."""
+    """List every school's report of the week, submitted or draft, with the late ones marked."""
     overview, _ = week_overview(session, actor, settings, week, school_type, late_only)
     return overview
 
