@@ -18,10 +18,12 @@ every sale settles a purchase hold.
 
 import argparse
 import contextlib
+import math
 import multiprocessing
 import os
 import platform
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -191,10 +193,20 @@ def publisher_process(
     sales: int,
     product_id: str,
     resend_s: float,
+    rate: float | None,
+    backlog: bool,
     results: "multiprocessing.Queue[tuple[float, float, list[float], int]]",
+    published: "multiprocessing.Queue[float]",
     go: "multiprocessing.synchronize.Event",
 ) -> None:
-    """Publish ``sales`` sales for the cabinets; report (first publish, last ack, latencies)."""
+    """Publish ``sales`` sales for the cabinets; report (first publish, last ack, latencies).
+
+    With ``rate`` (sales per second), publishing is paced; otherwise it runs flat out.
+    ``published`` receives the time the broker had accepted every sale. With ``backlog``
+    the publisher leaves once the broker has them, without waiting for Acks, because the
+    cabinets that would receive them are not on this machine and their work should not
+    be timed against the workers'.
+    """
     now = utc_now()
     records = []
     for index in range(sales):
@@ -245,20 +257,35 @@ def publisher_process(
                 done.set()
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:8]}")
-    client.max_inflight_messages_set(1000)
+    # No in-flight limit: with one, paho walks every unconfirmed message on each PUBACK.
+    client.max_inflight_messages_set(0)
     client.on_message = on_message
     client.on_subscribe = lambda *args: subscribed.set()
     client.connect(*broker)
     client.loop_start()
-    client.subscribe([(kiosk_topic(kiosk_id, Channel.ACKS), 1) for kiosk_id in kiosk_ids])
-    subscribed.wait(READY_TIMEOUT_S)
+    if not backlog:
+        client.subscribe([(kiosk_topic(kiosk_id, Channel.ACKS), 1) for kiosk_id in kiosk_ids])
+        subscribed.wait(READY_TIMEOUT_S)
     go.wait()
     first = time.monotonic()
-    for record in records:
+    handed_over = []
+    for index, record in enumerate(records):
+        if rate is not None:
+            due = first + index / rate
+            if due > time.monotonic():
+                time.sleep(due - time.monotonic())
         topic, payload = payloads[record.sale_id]
         with lock:
             sent_at[record.sale_id] = time.monotonic()
-        client.publish(topic, payload, qos=1)
+        handed_over.append(client.publish(topic, payload, qos=1))
+    for info in handed_over:
+        info.wait_for_publish(RUN_TIMEOUT_S)
+    published.put(time.monotonic())
+    if backlog:
+        client.loop_stop()
+        client.disconnect()
+        results.put((first, 0.0, [], 0))
+        return
     deadline = first + RUN_TIMEOUT_S
     wait_s = resend_s
     # Like the agents' outboxes: resend what is unacknowledged, backing off each time.
@@ -272,6 +299,23 @@ def publisher_process(
     client.disconnect()
     with lock:
         results.put((first, last_ack[0], latencies, len(payloads)))
+
+
+def wait_for_sales(database_url: str, expected: int) -> float:
+    """Poll the database until it holds ``expected`` sales; return when it did."""
+    engine = create_db_engine(database_url)
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    try:
+        with engine.connect() as connection:
+            while time.monotonic() < deadline:
+                stored = connection.scalar(sa.select(sa.func.count()).select_from(Sale)) or 0
+                connection.rollback()
+                if stored >= expected:
+                    return time.monotonic()
+                time.sleep(0.05)
+    finally:
+        engine.dispose()
+    raise RuntimeError(f"only part of {expected} sales stored within {RUN_TIMEOUT_S:.0f} s")
 
 
 def run(
@@ -312,7 +356,9 @@ def run(
             multiprocessing.Queue()
         )
         go = multiprocessing.Event()
+        published: multiprocessing.Queue[float] = multiprocessing.Queue()
         share = args.sales // args.publishers
+        rate = args.rate / args.publishers if args.rate else None
         publishers = []
         for index in range(args.publishers):
             own_kiosks = kiosk_ids[index :: args.publishers]
@@ -326,14 +372,31 @@ def run(
                     share,
                     os.environ["BENCH_PRODUCT_ID"],
                     args.resend_s,
+                    rate,
+                    args.backlog,
                     results,
+                    published,
                     go,
                 ),
             )
             process.start()
             publishers.append(process)
+        resumed = committed = 0.0
         time.sleep(2.0)  # let every publisher build its sales and subscribe
+        if args.backlog:
+            # The workers sleep while the cabinets publish, so the broker queues every
+            # sale; timing starts when they wake to the backlog.
+            for process in processes:
+                process.send_signal(signal.SIGSTOP)
         go.set()
+        if args.backlog:
+            for _ in publishers:
+                published.get(timeout=RUN_TIMEOUT_S)
+            time.sleep(1.0)  # the broker has queued the last sales
+            resumed = time.monotonic()
+            for process in processes:
+                process.send_signal(signal.SIGCONT)
+            committed = wait_for_sales(database_url, share * len(publishers))
         outcomes = [results.get(timeout=RUN_TIMEOUT_S) for _ in publishers]
         for process in publishers:
             process.join()
@@ -341,8 +404,8 @@ def run(
         for process in processes:
             process.terminate()
             process.wait()
-    first = min(outcome[0] for outcome in outcomes)
-    last = max(outcome[1] for outcome in outcomes)
+    first = resumed if args.backlog else min(outcome[0] for outcome in outcomes)
+    last = committed if args.backlog else max(outcome[1] for outcome in outcomes)
     latencies = sorted(value for outcome in outcomes for value in outcome[2])
     unacked = sum(outcome[3] for outcome in outcomes)
     engine = create_db_engine(database_url)
@@ -359,8 +422,8 @@ def run(
         "unacked": unacked,
         "seconds": last - first,
         "rate": total / (last - first),
-        "p50_ms": statistics.quantiles(latencies, n=100)[49] * 1000,
-        "p99_ms": statistics.quantiles(latencies, n=100)[98] * 1000,
+        "p50_ms": statistics.quantiles(latencies, n=100)[49] * 1000 if latencies else math.nan,
+        "p99_ms": statistics.quantiles(latencies, n=100)[98] * 1000 if latencies else math.nan,
     }
 
 
@@ -372,12 +435,20 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, nargs="+", default=[1, 2], help="worker counts to run"
     )
-    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--batch-latency-ms", type=int, default=50)
     parser.add_argument(
         "--resend-s", type=float, default=5.0, help="seconds before a sale is resent"
     )
     parser.add_argument("--paid", action="store_true", help="every sale settles a payment hold")
+    parser.add_argument(
+        "--rate", type=float, help="publish at this many sales per second in total (paced)"
+    )
+    parser.add_argument(
+        "--backlog",
+        action="store_true",
+        help="publish everything while the workers are stopped, then time the drain",
+    )
     parser.add_argument("--database-url", help="PostgreSQL server URL (default: a private one)")
     args = parser.parse_args()
 
@@ -402,10 +473,12 @@ def main() -> None:
         for workers in args.workers:
             result = run(broker, server_url, args, workers)
             once = "yes" if result["stored"] == result["distinct"] == result["sales"] else "NO"
+            # The backlog run does not wait for Acks, so it has no latency or unacked count.
+            unacked = "-" if args.backlog else result["unacked"]
             print(
-                f"| {workers} | {result['sales']} | {once} | {result['unacked']} | "
-                f"{result['seconds']:.1f} | {result['rate']:,.0f} | {result['p50_ms']:.0f} | "
-                f"{result['p99_ms']:.0f} |",
+                f"| {workers} | {result['sales']:,} | {once} | {unacked} | "
+                f"{result['seconds']:.1f} | {result['rate']:,.0f} | {result['p50_ms']:,.0f} | "
+                f"{result['p99_ms']:,.0f} |".replace("nan", "-"),
                 flush=True,
             )
 

@@ -230,7 +230,7 @@ def test_events_stored_and_hooked(shop: Shop, seeded: sessionmaker[Session]) -> 
     sales_seen: list[uuid.UUID] = []
     hooks = IngestHooks(
         event_handlers=[broken_hook, record_event],
-        sale_handlers=[lambda db, sale, received_at: sales_seen.append(sale.sale_id)],
+        sale_handlers=[lambda db, sales: sales_seen.extend(sale.sale_id for sale, _ in sales)],
     )
     store = BatchStore(seeded, hooks=hooks)
     restock = KioskEvent(

@@ -19,6 +19,7 @@ from fleet_server.core.db import session_scope
 from fleet_server.messaging.publisher import BrokerAddress, RecordingPublisher
 from fleet_server.models import (
     Alert,
+    AlertCondition,
     AlertKind,
     AlertState,
     Cabinet,
@@ -34,6 +35,7 @@ from fleet_server.monitoring.subscriber import MonitoringSubscriber
 from fleet_server.services.monitoring import (
     MonitoringPolicy,
     apply_sale_to_stock,
+    apply_sales_to_stock,
     handle_event,
     handle_status,
     handle_telemetry,
@@ -356,6 +358,61 @@ def test_restock_sale_and_low_stock(world: World, seeded: sessionmaker[Session])
         handle_event(session, restock(kiosk, 100, [(0, tea.id, 10)]), received_at=at(100))
         handle_telemetry(session, telemetry(kiosk, at(230)), received_at=at(230))
         assert alert.state is AlertState.RESOLVED
+
+
+def tea_sale(kiosk: str, product_id: int, quantity: int, second: int) -> SaleRecord:
+    return SaleRecord(
+        sale_id=uuid.uuid4(),
+        kiosk_id=kiosk,
+        session_id=uuid.uuid4(),
+        outcome=SaleOutcome.COMPLETED,
+        opened_at=at(second - 5),
+        closed_at=at(second - 1),
+        recorded_at=at(second),
+        planogram_version=1,
+        lines=[
+            SaleLine(product_id=str(product_id), quantity=quantity, unit_price_fen=1000, shelf=0)
+        ],
+    )
+
+
+def test_sales_batch_takes_sum_off_stock(world: World, seeded: sessionmaker[Session]) -> None:
+    kiosk = world.a.kiosk_id
+    with session_scope(seeded) as session:
+        tea = add_product(session, "岳西翠兰", weight_g=100, tolerance_g=1)
+        honey = add_product(session, "金寨蜂蜜", weight_g=260, tolerance_g=2)
+        save_layout(session, kiosk, (0, 20, [tea.id, honey.id]))
+        handle_event(
+            session, restock(kiosk, 0, [(0, tea.id, 10), (0, honey.id, 10)]), received_at=at(0)
+        )
+
+        # Three sales of one batch: 3 + 4 teas, and one honey.
+        apply_sales_to_stock(
+            session,
+            [
+                (tea_sale(kiosk, tea.id, 3, 10), at(11)),
+                (tea_sale(kiosk, honey.id, 1, 20), at(21)),
+                (tea_sale(kiosk, tea.id, 4, 30), at(31)),
+            ],
+        )
+
+        stock = {
+            row.product_id: (row.quantity, row.updated_at)
+            for row in session.scalars(sa.select(CabinetStock))
+        }
+        assert stock == {tea.id: (3, at(31)), honey.id: (9, at(31))}
+        # 3 teas are not below 25 % of their share of 10, so nothing is low and no
+        # condition row is written.
+        conditions = session.scalars(sa.select(AlertCondition)).all()
+        assert conditions == []
+
+        apply_sales_to_stock(session, [(tea_sale(kiosk, tea.id, 2, 40), at(41))])
+
+        [condition] = session.scalars(sa.select(AlertCondition)).all()
+        assert condition.subject == f"shelf:0/product:{tea.id}"
+        assert condition.active is True
+        assert condition.active_since == at(41)
+        assert condition.detail["quantity"] == 1
 
 
 def test_single_product_shelf_counted_by_weight(

@@ -1,6 +1,6 @@
 """Validation of received MQTT messages into sales, events or rejections, without I/O."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from kiosk_agent.contract import (
@@ -25,28 +25,30 @@ class ReceivedMessage:
 class ValidSale:
     message: ReceivedMessage
     record: SaleRecord
+    # (kiosk_id, sale_id as text), the de-duplication key; ingest sorts and looks up by it.
+    key: tuple[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.record.kiosk_id, str(self.record.sale_id)))
 
     @property
     def kiosk_id(self) -> str:
         return self.record.kiosk_id
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return self.record.kiosk_id, str(self.record.sale_id)
 
 
 @dataclass(frozen=True)
 class ValidEvent:
     message: ReceivedMessage
     event: KioskEvent
+    # (kiosk_id, event_id as text), the de-duplication key.
+    key: tuple[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.event.kiosk_id, str(self.event.event_id)))
 
     @property
     def kiosk_id(self) -> str:
         return self.event.kiosk_id
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return self.event.kiosk_id, str(self.event.event_id)
 
 
 @dataclass(frozen=True)

@@ -51,14 +51,15 @@ from fleet_server.services.procurement_posting import (
 )
 from fleet_server.services.purchases import apply_cabinet_event
 from fleet_server.services.sales import lock_purchases, settle_sale, settled_purchase_ids
-from fleet_server.services.sql import bulk_insert
+from fleet_server.services.sql import bulk_insert, matches_any
 from kiosk_agent.contract import INT32_MAX, EventType, KioskEvent, SaleRecord
 
 logger = logging.getLogger(__name__)
 
-# Hooks run inside the batch transaction, once per new (not duplicate) sale or event, with
-# the server's receive time. Fleet monitoring registers its stock and alert handlers here.
-SaleHandler = Callable[[Session, SaleRecord, datetime], None]
+# Hooks run inside the batch transaction with the server's receive time: sale handlers once
+# per batch with all its new (not duplicate) sales, event handlers once per new event.
+# Fleet monitoring registers its stock and alert handlers here.
+SaleHandler = Callable[[Session, Sequence[tuple[SaleRecord, datetime]]], None]
 EventHandler = Callable[[Session, KioskEvent, datetime], None]
 ProviderFactory = Callable[[Session], PaymentProvider]
 
@@ -71,7 +72,8 @@ class IngestHooks:
     """Handlers that other parts of the server run on each new sale and event.
 
     A handler that raises is logged with its traceback and its changes are rolled back to
-    a savepoint, so it never costs the batch its sales.
+    a savepoint, so it never costs the batch its sales. A sale handler that fails loses
+    its changes for the whole batch.
     """
 
     sale_handlers: Sequence[SaleHandler] = ()
@@ -311,7 +313,7 @@ class BatchStore:
                     cabinet_id=cabinet_ids[item.kiosk_id],
                 )
             for handler in self._hooks.event_handlers:
-                _run_hook(db, handler, item.event, item.message.received_at)
+                _run_event_hook(db, handler, item.event, item.message.received_at)
 
     def _store_sales(
         self,
@@ -324,7 +326,9 @@ class BatchStore:
         products = self._catalog_products(db, sales)
         session_ids = {item.record.session_id for item in sales}
         known_sessions = set(
-            db.scalars(select(PurchaseSession.id).where(PurchaseSession.id.in_(session_ids)))
+            db.scalars(
+                select(PurchaseSession.id).where(matches_any(db, PurchaseSession.id, session_ids))
+            )
         )
 
         rows: list[dict[str, Any]] = []
@@ -384,9 +388,9 @@ class BatchStore:
         self._insert_lines(db, new_sales, products)
         captured = self._settle(db, new_sales, cabinet_ids, known_sessions, provider)
         self._post_procurement(db, new_sales, cabinet_ids, products, captured)
-        for _, item, _ in new_sales:
-            for handler in self._hooks.sale_handlers:
-                _run_hook(db, handler, item.record, item.message.received_at)
+        received = [(item.record, item.message.received_at) for _, item, _ in new_sales]
+        for handler in self._hooks.sale_handlers:
+            _run_sale_hook(db, handler, received)
 
     def _catalog_products(self, db: Session, sales: list[ValidSale]) -> dict[int, _CatalogProduct]:
         product_ids = {
@@ -551,18 +555,29 @@ def _in_key_order(items: list[ValidT]) -> list[ValidT]:
     return sorted(items, key=lambda item: item.key)
 
 
-def _run_hook(
-    db: Session,
-    handler: Callable[[Session, Any, datetime], None],
-    payload: Any,
-    received_at: datetime,
+def _run_sale_hook(
+    db: Session, handler: SaleHandler, sales: Sequence[tuple[SaleRecord, datetime]]
 ) -> None:
     try:
         with db.begin_nested():
-            handler(db, payload, received_at)
+            handler(db, sales)
     except Exception:
         logger.exception(
-            "ingest hook %r failed on %r; its changes are rolled back",
+            "ingest hook %r failed on a batch of %d new sales; its changes are rolled back",
             handler,
-            getattr(payload, "sale_id", getattr(payload, "event_id", None)),
+            len(sales),
+        )
+
+
+def _run_event_hook(
+    db: Session, handler: EventHandler, kiosk_event: KioskEvent, received_at: datetime
+) -> None:
+    try:
+        with db.begin_nested():
+            handler(db, kiosk_event, received_at)
+    except Exception:
+        logger.exception(
+            "ingest hook %r failed on event %s; its changes are rolled back",
+            handler,
+            kiosk_event.event_id,
         )

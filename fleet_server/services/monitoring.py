@@ -11,12 +11,14 @@ proves a cabinet alive, and ``sweep`` marks a cabinet offline when neither telem
 status arrived for ``offline_after_heartbeats`` heartbeat intervals.
 
 Stock. A restock event sets every shelf's stock. Sales decrease it
-(``apply_sale_to_stock``, called by sales ingest). On a shelf with a single product, an
-idle cabinet's stable shelf weight divided by the pack weight replaces the count.
+(``apply_sales_to_stock``, called by sales ingest for each batch). On a shelf with a
+single product, an idle cabinet's stable shelf weight divided by the pack weight replaces
+the count.
 """
 
 import logging
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,8 +30,10 @@ from sqlalchemy.orm import Session
 from fleet_server.core.config import ServerSettings
 from fleet_server.messaging.publisher import CommandPublisher, PublishError
 from fleet_server.models import (
+    Alert,
     AlertCondition,
     AlertKind,
+    AlertState,
     Cabinet,
     CabinetServiceStatus,
     CabinetState,
@@ -51,9 +55,11 @@ from fleet_server.services.alerts import (
 )
 from fleet_server.services.planograms import (
     latest_planogram,
+    latest_planograms,
     parse_planogram_product_id,
     resend_planogram,
 )
+from fleet_server.services.sql import matches_any
 from kiosk_agent.contract import (
     DoorPosition,
     EventType,
@@ -554,45 +560,93 @@ def evaluate_stock(
     planogram: Planogram | None = None,
 ) -> None:
     """Observe the low_stock condition of every product on the cabinet's latest planogram."""
-    if planogram is None:
-        planogram = latest_planogram(db, cabinet.id)
+    planograms = {cabinet.id: planogram} if planogram is not None else None
+    evaluate_stocks(db, [cabinet], policy=policy, now={cabinet.id: now}, planograms=planograms)
+
+
+def evaluate_stocks(
+    db: Session,
+    cabinets: Sequence[Cabinet],
+    *,
+    policy: MonitoringPolicy,
+    now: Mapping[int, datetime],
+    planograms: Mapping[int, Planogram | None] | None = None,
+) -> None:
+    """Observe low_stock on several cabinets, each at its own ``now`` (cabinet id -> time).
+
+    The planograms, stock, conditions and open alerts of all cabinets are read in a few
+    queries. A product that is not low and has neither a condition row nor an open alert
+    is skipped, which is what observing it would do.
+    """
+    if not cabinets:
+        return
+    ids = [cabinet.id for cabinet in cabinets]
+    if planograms is None:
+        planograms = latest_planograms(db, ids)
     stock = {
-        (row.shelf, row.product_id): row.quantity
-        for row in db.scalars(select(CabinetStock).where(CabinetStock.cabinet_id == cabinet.id))
+        (row.cabinet_id, row.shelf, row.product_id): row.quantity
+        for row in db.scalars(
+            select(CabinetStock).where(matches_any(db, CabinetStock.cabinet_id, ids))
+        )
     }
-    current: set[str] = set()
-    for share in shelf_shares(planogram) if planogram is not None else []:
-        quantity = stock.get((share.shelf, share.product_id))
-        if quantity is None:
-            continue
-        subject = stock_subject(share.shelf, share.product_id)
-        current.add(subject)
-        _observe(
-            db,
-            cabinet,
-            policy,
-            AlertKind.LOW_STOCK,
-            subject,
-            active=quantity < low_stock_threshold(share.target, policy.low_stock_fraction),
-            now=now,
-            detail={
-                "shelf": share.shelf,
-                "product_id": share.product_id,
-                "product_name": share.product_name,
-                "quantity": quantity,
-                "target": share.target,
-            },
+    conditions = {
+        (cabinet_id, subject)
+        for cabinet_id, subject in db.execute(
+            select(AlertCondition.cabinet_id, AlertCondition.subject).where(
+                matches_any(db, AlertCondition.cabinet_id, ids),
+                AlertCondition.kind == AlertKind.LOW_STOCK,
+            )
         )
-    # Products taken off the planogram no longer need stock.
-    stale = db.scalars(
-        select(AlertCondition.subject).where(
-            AlertCondition.cabinet_id == cabinet.id,
-            AlertCondition.kind == AlertKind.LOW_STOCK,
+    }
+    open_alerts = {
+        (cabinet_id, subject)
+        for cabinet_id, subject in db.execute(
+            select(Alert.cabinet_id, Alert.subject).where(
+                matches_any(db, Alert.cabinet_id, ids),
+                Alert.kind == AlertKind.LOW_STOCK,
+                Alert.state != AlertState.RESOLVED,
+            )
         )
-    ).all()
-    for subject in stale:
-        if subject not in current:
-            _observe(db, cabinet, policy, AlertKind.LOW_STOCK, subject, active=False, now=now)
+    }
+    for cabinet in cabinets:
+        planogram = planograms.get(cabinet.id)
+        current: set[str] = set()
+        for share in shelf_shares(planogram) if planogram is not None else []:
+            quantity = stock.get((cabinet.id, share.shelf, share.product_id))
+            if quantity is None:
+                continue
+            subject = stock_subject(share.shelf, share.product_id)
+            current.add(subject)
+            active = quantity < low_stock_threshold(share.target, policy.low_stock_fraction)
+            known = (cabinet.id, subject) in conditions or (cabinet.id, subject) in open_alerts
+            if not active and not known:
+                continue
+            _observe(
+                db,
+                cabinet,
+                policy,
+                AlertKind.LOW_STOCK,
+                subject,
+                active=active,
+                now=now[cabinet.id],
+                detail={
+                    "shelf": share.shelf,
+                    "product_id": share.product_id,
+                    "product_name": share.product_name,
+                    "quantity": quantity,
+                    "target": share.target,
+                },
+            )
+        # Products taken off the planogram no longer need stock.
+        stale = sorted(
+            subject
+            for cabinet_id, subject in conditions
+            if cabinet_id == cabinet.id and subject not in current
+        )
+        for subject in stale:
+            _observe(
+                db, cabinet, policy, AlertKind.LOW_STOCK, subject, active=False, now=now[cabinet.id]
+            )
 
 
 def apply_sale_to_stock(
@@ -602,23 +656,55 @@ def apply_sale_to_stock(
     received_at: datetime | None = None,
     policy: MonitoringPolicy | None = None,
 ) -> None:
-    """Take a new sale's packs off the stock. Sales ingest calls it once per new sale."""
-    now = received_at or utc_now()
+    """Take one new sale's packs off the stock."""
+    apply_sales_to_stock(db, [(sale, received_at or utc_now())], policy=policy)
+
+
+def apply_sales_to_stock(
+    db: Session,
+    sales: Sequence[tuple[SaleRecord, datetime]],
+    *,
+    policy: MonitoringPolicy | None = None,
+) -> None:
+    """Take new sales' packs off the stock and observe low stock on the cabinets that changed.
+
+    Sales ingest calls it once per batch with each sale's receive time. Each cabinet's
+    stock is observed once, at the receive time of its last sale in the batch.
+    """
     policy = policy or MonitoringPolicy.default()
-    cabinet = cabinet_by_kiosk_id(db, sale.kiosk_id)
-    if cabinet is None:
+    taken: dict[tuple[str, int, int], int] = defaultdict(int)
+    last_received: dict[str, datetime] = {}
+    for sale, received_at in sales:
+        previous = last_received.get(sale.kiosk_id, received_at)
+        last_received[sale.kiosk_id] = max(received_at, previous)
+        for line in sale.lines:
+            product_id = parse_planogram_product_id(line.product_id)
+            if product_id is not None:
+                taken[(sale.kiosk_id, line.shelf, product_id)] += line.quantity
+    if not taken:
         return
-    for line in sale.lines:
-        product_id = parse_planogram_product_id(line.product_id)
-        if product_id is None:
-            continue
-        row = db.get(CabinetStock, (cabinet.id, line.shelf, product_id))
-        if row is not None:
-            row.quantity = max(row.quantity - line.quantity, 0)
+
+    kiosk_ids = {kiosk_id for kiosk_id, _, _ in taken}
+    changed: dict[int, datetime] = {}
+    rows = db.execute(
+        select(CabinetStock, Cabinet.kiosk_id)
+        .join(Cabinet, Cabinet.id == CabinetStock.cabinet_id)
+        .where(matches_any(db, Cabinet.kiosk_id, kiosk_ids))
+    )
+    for row, kiosk_id in rows:
+        quantity = taken.get((kiosk_id, row.shelf, row.product_id))
+        if quantity:
+            row.quantity = max(row.quantity - quantity, 0)
             row.source = StockSource.SALE
-            row.updated_at = now
+            row.updated_at = last_received[kiosk_id]
+            changed[row.cabinet_id] = last_received[kiosk_id]
+    if not changed:
+        return
     db.flush()
-    evaluate_stock(db, cabinet, policy=policy, now=now)
+    cabinets = db.scalars(
+        select(Cabinet).where(matches_any(db, Cabinet.id, changed)).order_by(Cabinet.id)
+    ).all()
+    evaluate_stocks(db, cabinets, policy=policy, now=changed)
 
 
 def _apply_restock(

@@ -16,8 +16,10 @@ In the MQTT contract a product is named by its catalog id as a decimal string
 
 import logging
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload, selectinload
@@ -127,6 +129,7 @@ def planogram_product_id(product_id: int) -> str:
     return str(product_id)
 
 
+@lru_cache(maxsize=4096)
 def parse_planogram_product_id(text: str) -> int | None:
     """Return the catalog id named by a contract product id, or None if it names none."""
     return int(text) if text.isascii() and text.isdigit() else None
@@ -159,6 +162,34 @@ def latest_planogram(session: Session, cabinet_id: int) -> Planogram | None:
             .joinedload(Product.source_county),
         )
     )
+
+
+def latest_planograms(session: Session, cabinet_ids: Collection[int]) -> dict[int, Planogram]:
+    """Return cabinet id -> newest planogram version with its shelves and products.
+
+    Cabinets without a planogram are left out.
+    """
+    if not cabinet_ids:
+        return {}
+    newest = (
+        select(Planogram.cabinet_id, func.max(Planogram.version).label("version"))
+        .where(Planogram.cabinet_id.in_(cabinet_ids))
+        .group_by(Planogram.cabinet_id)
+        .subquery()
+    )
+    planograms = session.scalars(
+        select(Planogram)
+        .join(
+            newest,
+            (Planogram.cabinet_id == newest.c.cabinet_id) & (Planogram.version == newest.c.version),
+        )
+        .options(
+            selectinload(Planogram.shelves)
+            .selectinload(PlanogramShelf.lines)
+            .joinedload(PlanogramLine.product)
+        )
+    )
+    return {planogram.cabinet_id: planogram for planogram in planograms}
 
 
 def get_planogram(session: Session, *, actor: Actor, kiosk_id: str) -> Planogram:

@@ -37,7 +37,7 @@ from fleet_server.models import (
     School,
 )
 from fleet_server.reporting.periods import local_date, week_of_date
-from fleet_server.services.sql import dialect_name, take_sqlite_write_lock
+from fleet_server.services.sql import dialect_name, matches_any, take_sqlite_write_lock
 
 COUNTS = ""  # the reason of an amount that counts
 
@@ -187,7 +187,7 @@ def cabinet_schools(session: Session, cabinet_ids: Collection[int]) -> dict[int,
         select(Cabinet.id, Building.school_id)
         .join(Placement, Cabinet.placement_id == Placement.id)
         .join(Building, Placement.building_id == Building.id)
-        .where(Cabinet.id.in_(cabinet_ids))
+        .where(matches_any(session, Cabinet.id, cabinet_ids))
     )
     return dict(rows.all())
 

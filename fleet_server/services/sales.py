@@ -46,7 +46,7 @@ from fleet_server.services.purchase_states import (
     PurchaseEvent,
     next_state,
 )
-from fleet_server.services.sql import take_sqlite_write_lock
+from fleet_server.services.sql import matches_any, take_sqlite_write_lock
 from kiosk_agent.contract import SaleOutcome, SaleRecord
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def lock_purchases(
         take_sqlite_write_lock(session, PurchaseSession, purchase_id)
     statement = (
         select(PurchaseSession)
-        .where(PurchaseSession.id.in_(purchase_ids))
+        .where(matches_any(session, PurchaseSession.id, purchase_ids))
         .order_by(PurchaseSession.id)
         .with_for_update()
         .execution_options(populate_existing=True)
@@ -97,7 +97,9 @@ def settled_purchase_ids(session: Session, purchase_ids: Collection[uuid.UUID]) 
     """Return those of ``purchase_ids`` that an earlier sale settled already."""
     if not purchase_ids:
         return set()
-    statement = select(Sale.purchase_session_id).where(Sale.purchase_session_id.in_(purchase_ids))
+    statement = select(Sale.purchase_session_id).where(
+        matches_any(session, Sale.purchase_session_id, purchase_ids)
+    )
     return {purchase_id for purchase_id in session.scalars(statement) if purchase_id is not None}
 
 
