@@ -271,9 +271,9 @@ def publisher_process(
     handed_over = []
     for index, record in enumerate(records):
         if rate is not None:
-            due = first + index / rate
-            if due > time.monotonic():
-                time.sleep(due - time.monotonic())
+            delay = first + index / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
         topic, payload = payloads[record.sale_id]
         with lock:
             sent_at[record.sale_id] = time.monotonic()

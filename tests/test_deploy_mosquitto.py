@@ -8,6 +8,7 @@ commands written in mosquitto.conf itself. Only ports and paths are changed in t
 configuration, and the TLS listener is bound to 127.0.0.1.
 """
 
+import asyncio
 import os
 import pwd
 import queue
@@ -19,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +37,19 @@ from conftest import find_free_port, find_mosquitto, skip_or_fail, stop_process,
 from deploy_helpers import DEPLOY, MOSQUITTO_CONF, certificate_commands
 from fleet_server.models import Building, Cabinet, LocationType, Operator, Placement, School
 from kiosk_agent.config import AgentSettings, load_settings
-from kiosk_agent.contract import Channel, kiosk_topic
+from kiosk_agent.contract import (
+    Ack,
+    Channel,
+    OutboxBacklog,
+    SaleOutcome,
+    SaleRecord,
+    encode_payload,
+    kiosk_topic,
+    parse_payload,
+    utc_now,
+)
+from kiosk_agent.mqtt_link import LinkOptions, MqttLink
+from kiosk_agent.outbox import Outbox
 
 pytestmark = pytest.mark.mosquitto
 
@@ -434,6 +448,61 @@ def test_cabinet_publishes_own_topics(server: Client, cabinet_a: Client) -> None
 
     received = [server.next_message()[:2] for _ in sent]
     assert received == sent
+
+
+def test_agent_link_delivers_sale_over_tls(
+    deployment: Deployment, server: Client, tmp_path: Path
+) -> None:
+    """The agent's own MQTT link, with its provisioned file, over the TLS listener."""
+    # The file names the production port; the test listener has its own.
+    agent = deployment.agents[KIOSK_A].model_copy(update={"broker_port": deployment.tls_port})
+    assert not server.subscribe(kiosk_topic(KIOSK_A, Channel.SALES)).is_failure
+    now = utc_now()
+    sale = SaleRecord(
+        sale_id=uuid.uuid4(),
+        kiosk_id=KIOSK_A,
+        session_id=uuid.uuid4(),
+        outcome=SaleOutcome.NOTHING_TAKEN,
+        opened_at=now,
+        closed_at=now,
+        recorded_at=now,
+        planogram_version=1,
+    )
+
+    async def deliver(outbox: Outbox) -> OutboxBacklog:
+        link = MqttLink(
+            LinkOptions.from_settings(agent, agent_version="test"),
+            outbox=outbox,
+            on_command=lambda command: None,
+        )
+        await link.start()
+        try:
+            assert await link.wait_connected(WAIT_S), "the agent did not connect over TLS"
+            outbox.record_sale(sale, in_transaction=None)
+            link.notify_outbox()
+            received = await asyncio.to_thread(messages_until, server, Channel.SALES)
+            assert parse_payload(SaleRecord, received) == sale
+            ack = Ack(sale_ids=[sale.sale_id], event_ids=[])
+            server.publish(kiosk_topic(KIOSK_A, Channel.ACKS), encode_payload(ack))
+            deadline = time.monotonic() + WAIT_S
+            while outbox.backlog().sales and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            return outbox.backlog()
+        finally:
+            await link.stop()
+
+    with Outbox(tmp_path / "outbox.db") as outbox:
+        backlog = asyncio.run(deliver(outbox))
+
+    assert backlog.sales == 0
+
+
+def messages_until(client: Client, channel: Channel) -> bytes:
+    """Return the payload of the next message on ``channel``, skipping the others."""
+    while True:
+        topic, payload, _ = client.next_message()
+        if topic == kiosk_topic(KIOSK_A, channel):
+            return payload
 
 
 def test_cabinet_receives_own_commands(server: Client, cabinet_a: Client) -> None:
