@@ -454,7 +454,7 @@ def test_agent_link_delivers_sale_over_tls(
     deployment: Deployment, server: Client, tmp_path: Path
 ) -> None:
     """The agent's own MQTT link, with its provisioned file, over the TLS listener."""
-    # The file names the production port; the test listener has its own.
+    # The agent file names the production port, and the test listener runs on a free one.
     agent = deployment.agents[KIOSK_A].model_copy(update={"broker_port": deployment.tls_port})
     assert not server.subscribe(kiosk_topic(KIOSK_A, Channel.SALES)).is_failure
     now = utc_now()
