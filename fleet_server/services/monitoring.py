@@ -686,10 +686,14 @@ def apply_sales_to_stock(
 
     kiosk_ids = {kiosk_id for kiosk_id, _, _ in taken}
     changed: dict[int, datetime] = {}
+    # Locked in key order: two workers whose batches share a cabinet then take turns
+    # instead of each subtracting from the same old count, and cannot deadlock.
     rows = db.execute(
         select(CabinetStock, Cabinet.kiosk_id)
         .join(Cabinet, Cabinet.id == CabinetStock.cabinet_id)
         .where(matches_any(db, Cabinet.kiosk_id, kiosk_ids))
+        .order_by(CabinetStock.cabinet_id, CabinetStock.shelf, CabinetStock.product_id)
+        .with_for_update(of=CabinetStock)
     )
     for row, kiosk_id in rows:
         quantity = taken.get((kiosk_id, row.shelf, row.product_id))
