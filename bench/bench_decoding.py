@@ -10,8 +10,11 @@ weight, ADC noise, creep, the swing of a shelf after a hand leaves it, and
 virtual students who sometimes put a pack back, sometimes on the wrong shelf.
 The agent's weighing takes the stable weights before and after the visit, its
 decoder turns the changes into products, and the result is compared with the
-simulator's ground truth. A wrong charge is any product charged more often
-than it was kept, or a certain session whose charge differs from the truth.
+simulator's ground truth. The decoder starts each session from the stock the
+simulator holds, and from the misplaced packs it measured itself, carried from
+session to session as the agent keeps them; an operator's round clears them. A
+wrong charge is any product charged more often than it was kept, or a certain
+session whose charge differs from the truth.
 """
 
 import argparse
@@ -27,6 +30,7 @@ from firmware_protocol.messages import Unlock
 from kiosk_agent.decoding import (
     DEFAULT_CHECKED_ITEMS,
     ItemDecoder,
+    KnownPack,
     ProductWeight,
     check_planogram,
     check_returns,
@@ -183,6 +187,8 @@ def run(seed: int, sessions: int, fix_after: int = MISPLACED_FIX_AFTER) -> Tally
     behaviour = StudentBehaviour(pause_s=(0.2, 1.0), leave_open_p=0.02, leave_open_s=(2.0, 6.0))
     tally = Tally(review_reasons=Counter())
     fix_at: list[int] = []
+    # The misplaced packs the decoder measured, tracked from its results as the agent does.
+    known: dict[int, tuple[KnownPack, ...]] = {}
 
     for number in range(sessions):
         # An idle spell between students lets creep build up.
@@ -194,7 +200,8 @@ def run(seed: int, sessions: int, fix_after: int = MISPLACED_FIX_AFTER) -> Tally
         after = rig.stable_weights()
 
         deltas = {shelf: after[shelf] - before[shelf] for shelf in before if shelf in after}
-        decoding = decoder.decode(stock, deltas, home_shelves=homes)
+        decoding = decoder.decode(stock, deltas, home_shelves=homes, known_packs=known)
+        known = dict(decoding.known_packs)
         truth = Counter(item.product_id for item in result.kept)
         charged = Counter(dict(decoding.charged))
 
@@ -217,6 +224,7 @@ def run(seed: int, sessions: int, fix_after: int = MISPLACED_FIX_AFTER) -> Tally
         if (number + 1) % RESTOCK_EVERY == 0 or (fix_at and fix_at[0] <= number):
             _restock(rig.cabinet)
             fix_at.clear()
+            known = {}
         stock = _stock_on_shelves(rig.cabinet)
     return tally
 

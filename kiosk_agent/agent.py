@@ -27,6 +27,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -73,9 +74,15 @@ from kiosk_agent.contract import (
 )
 from kiosk_agent.contract import DoorPosition as ContractDoorPosition
 from kiosk_agent.contract import LockState as ContractLockState
-from kiosk_agent.decoding import Decoding, ItemDecoder, ProductWeight, check_planogram
+from kiosk_agent.decoding import (
+    Decoding,
+    ItemDecoder,
+    KnownPack,
+    ProductWeight,
+    check_planogram,
+)
 from kiosk_agent.mqtt_link import LinkOptions, MqttLink
-from kiosk_agent.outbox import Outbox, OutboxError
+from kiosk_agent.outbox import Outbox, OutboxError, OutboxTransaction
 from kiosk_agent.screen import CabinetScreen, ScreenMode, ScreenProduct, ScreenSnapshot
 from kiosk_agent.serial_driver import LinkStatus, SerialDriver
 from kiosk_agent.session import Session, SessionInput, SessionState
@@ -104,6 +111,9 @@ NOISE_REPORT_S = 60.0
 STATE_SESSION = "session"
 STATE_PLANOGRAM = "planogram"
 STATE_STOCK = "stock"
+# Shelf -> the misplaced packs on it whose weight the decoder measured. It is
+# written with STATE_STOCK, and agents that predate it did not write it.
+STATE_KNOWN_PACKS = "known_packs"
 STATE_LOCK_FAULT = "lock_fault"
 
 E = SessionInput
@@ -146,6 +156,7 @@ class KioskAgent:
         self.session = self._load_session()
         self.planogram = self._load_planogram()
         self.stock: dict[int, dict[str, int]] = self._load_stock()
+        self.known_packs: dict[int, tuple[KnownPack, ...]] = self._load_known_packs()
         self.decoder = self._build_decoder()
         self.lock_fault = self.outbox.get_state(STATE_LOCK_FAULT) is not None
 
@@ -305,6 +316,7 @@ class KioskAgent:
             return
         session.baseline_mg = baseline
         session.stock = {shelf: dict(products) for shelf, products in self.stock.items()}
+        session.known_packs = {shelf: list(packs) for shelf, packs in self.known_packs.items()}
         session.unlock_token = secrets.randbits(32) or 1
         self._save_session()
 
@@ -450,6 +462,7 @@ class KioskAgent:
             deltas,
             faulted_shelves=unsettled | self.scale_faults,
             home_shelves=self._home_shelves(),
+            known_packs=session.known_packs,
         )
         self._finish(SaleOutcome.COMPLETED, decoding=decoding, after=after)
 
@@ -490,6 +503,7 @@ class KioskAgent:
             planogram_version=session.planogram_version,
         )
         if decoding is not None:
+            self.known_packs = dict(decoding.known_packs)
             self._update_stock(decoding, after or {})
 
         session.apply(E.RECORD)
@@ -502,7 +516,7 @@ class KioskAgent:
                             EventType.ITEM_MISPLACED, {"product_id": product, "shelf": shelf}
                         )
                     )
-            transaction.put_state(STATE_STOCK, json.dumps(_stock_json(self.stock)))
+            self._put_stock(transaction)
             if session.state is S.RECORDED:
                 session.apply(E.FINISH)
                 session.reset()
@@ -546,7 +560,16 @@ class KioskAgent:
         self._notify()
 
     def _finish_restock(self, after: dict[int, int]) -> None:
+        """Record an operator's round, and count single-product shelves from their weight.
+
+        The operator moves misplaced packs home, as the alerts ask, so every shelf
+        is taken to hold only its planogram's products afterwards.
+        """
         session = self.session
+        for shelf in list(self.stock):
+            planned = {p.product_id for p in self._shelf_products(shelf)}
+            self.stock[shelf] = {p: n for p, n in self.stock[shelf].items() if p in planned}
+        self.known_packs = {}
         for shelf, weight in after.items():
             products = self._shelf_products(shelf)
             if len(products) == 1:
@@ -573,7 +596,7 @@ class KioskAgent:
         session.reset()
         with self.outbox.transaction() as transaction:
             transaction.record_event(event)
-            transaction.put_state(STATE_STOCK, json.dumps(_stock_json(self.stock)))
+            self._put_stock(transaction)
             transaction.put_state(STATE_SESSION, json.dumps(session.to_json()))
         logger.info("restock recorded: %s", _stock_json(self.stock))
         self._notify()
@@ -609,14 +632,33 @@ class KioskAgent:
                 for product, count in candidate.counts:
                     shelf_stock[product] = max(shelf_stock.get(product, 0) + count, 0)
             return
-        # Uncertain: estimate single-product shelves from their weight.
+        # Uncertain: estimate single-product shelves from their weight. Misplaced
+        # packs stay counted, since the decoding could not tell whether they left.
         for shelf, weight in after.items():
             products = self._shelf_products(shelf)
             if len(products) == 1:
                 only = products[0]
-                self.stock.setdefault(shelf, {})[only.product_id] = max(
-                    round(self._zero(shelf).corrected(weight) / only.unit_weight_mg), 0
+                self.stock.setdefault(shelf, {})[only.product_id] = self._count_from_weight(
+                    shelf, only, weight
                 )
+
+    def _count_from_weight(self, shelf: int, product: ProductWeight, weight_mg: int) -> int:
+        """Count the packs of a single-product shelf's product from the shelf's weight.
+
+        The misplaced packs that the stock lists on the shelf are subtracted
+        first, each at its measured weight if known, else at its label weight.
+        """
+        misplaced_mg = 0
+        known = list(self.known_packs.get(shelf, ()))
+        for other, count in self.stock.get(shelf, {}).items():
+            if other == product.product_id or count <= 0:
+                continue
+            measured = [pack.weight_mg for pack in known if pack.product_id == other][:count]
+            label = self.decoder.weights.get(other)
+            label_mg = label.unit_weight_mg if label else 0
+            misplaced_mg += sum(measured) + (count - len(measured)) * label_mg
+        corrected = self._zero(shelf).corrected(weight_mg) - misplaced_mg
+        return max(round(corrected / product.unit_weight_mg), 0)
 
     # Link status, timers and recovery.
 
@@ -898,6 +940,11 @@ class KioskAgent:
             shelf: {p: n for p, n in counts.items() if p in products}
             for shelf, counts in self.stock.items()
         }
+        self.known_packs = {
+            shelf: planned_packs
+            for shelf, packs in self.known_packs.items()
+            if (planned_packs := tuple(pack for pack in packs if pack.product_id in products))
+        }
         self._estimate_stock()
         self._put_state(STATE_PLANOGRAM, command.model_dump_json())
         logger.info("planogram version %d applied", command.version)
@@ -908,21 +955,24 @@ class KioskAgent:
 
         Weight that changes while no session runs comes from an operator with a key (a
         silent restock) or a forced door; the count follows the weight, and a restock
-        event tells the server. Shelves with several products keep their count, or
-        start at their capacity when none is known.
+        event tells the server. Misplaced packs on such a shelf stay counted, because
+        the weight cannot tell whether they were taken away, but their measured
+        weights are forgotten: a pack that left must not be matched by its weight.
+        Shelves with several products keep their count, or start at their capacity
+        when none is known.
         """
         changed: list[StockLine] = []
-        before = _stock_json(self.stock)
+        before = (_stock_json(self.stock), _known_packs_json(self.known_packs))
         for shelf in self._shelves():
             products = self._shelf_products(shelf)
             reading = self.readings.get(shelf)
             if len(products) == 1 and reading is not None and reading.stable and not reading.fault:
                 only = products[0]
-                weight = self._zero(shelf).corrected(reading.weight_mg)
-                count = max(round(weight / only.unit_weight_mg), 0)
+                count = self._count_from_weight(shelf, only, reading.weight_mg)
                 known = self.stock.get(shelf, {}).get(only.product_id)
                 if known != count:
-                    self.stock[shelf] = {only.product_id: count}
+                    self.stock.setdefault(shelf, {})[only.product_id] = count
+                    self.known_packs.pop(shelf, None)
                     if known is not None:
                         changed.append(
                             StockLine(shelf=shelf, product_id=only.product_id, quantity=count)
@@ -930,10 +980,10 @@ class KioskAgent:
             elif products and not self.stock.get(shelf):
                 spec = next(s for s in self._planogram().shelves if s.shelf == shelf)
                 self.stock[shelf] = {p.product_id: spec.capacity_items for p in products}
-        if _stock_json(self.stock) == before:
+        if (_stock_json(self.stock), _known_packs_json(self.known_packs)) == before:
             return
         with self.outbox.transaction() as transaction:
-            transaction.put_state(STATE_STOCK, json.dumps(_stock_json(self.stock)))
+            self._put_stock(transaction)
             if changed and readings is not None:
                 logger.info("stock changed outside a session: %s", changed)
                 transaction.record_event(
@@ -1007,6 +1057,20 @@ class KioskAgent:
         if not raw:
             return {}
         return {int(shelf): dict(products) for shelf, products in json.loads(raw).items()}
+
+    def _load_known_packs(self) -> dict[int, tuple[KnownPack, ...]]:
+        raw = self.outbox.get_state(STATE_KNOWN_PACKS)
+        if not raw:
+            return {}
+        return {
+            int(shelf): tuple(KnownPack(**pack) for pack in packs)
+            for shelf, packs in json.loads(raw).items()
+        }
+
+    def _put_stock(self, transaction: OutboxTransaction) -> None:
+        """Write the stock and the known packs, which must always change together."""
+        transaction.put_state(STATE_STOCK, json.dumps(_stock_json(self.stock)))
+        transaction.put_state(STATE_KNOWN_PACKS, json.dumps(_known_packs_json(self.known_packs)))
 
     def _put_state(self, key: str, value: str) -> None:
         with self.outbox.transaction() as transaction:
@@ -1142,6 +1206,16 @@ def _product_weight(product: Any) -> ProductWeight:
 
 def _stock_json(stock: dict[int, dict[str, int]]) -> dict[str, dict[str, int]]:
     return {str(shelf): dict(sorted(products.items())) for shelf, products in sorted(stock.items())}
+
+
+def _known_packs_json(
+    known_packs: dict[int, tuple[KnownPack, ...]],
+) -> dict[str, list[dict[str, Any]]]:
+    return {
+        str(shelf): [asdict(pack) for pack in packs]
+        for shelf, packs in sorted(known_packs.items())
+        if packs
+    }
 
 
 def _lock_state(lock: LockState) -> ContractLockState:

@@ -38,13 +38,33 @@ Returns make some planograms ambiguous that the shelf check accepts: two
 avoid them all, so decoding relies on the prior: a visit that really matches
 one is charged as the plain take, or goes to review when the likelihoods say
 otherwise.
+
+Known packs. A pack lying on a shelf that is not its home sits among packs of
+other weights, which the planogram check does not keep apart: one 250 g tea
+weighs about three 80 g crisps. When a certain decoding puts such a pack down,
+``Decoding.known_packs`` returns the pack's own weight, estimated from that
+shelf's change and, if the pack came from exactly one other shelf, from that
+shelf's change too. The caller passes the known packs back with later
+sessions. Each enters the candidates as a product of its own with one pack,
+whose spread is the measurement's (about 2 g) instead of the product's, and is
+charged as its product. A pack put back is never taken for a known one. Odds
+alone do not protect a decision between a narrow candidate and a wide one, so
+the rival must also lie far enough from the reading (see ``Z_KNOWN_RIVAL``).
+A known pack that any combination within ``MIN_ODDS`` of the best takes is
+left out of the known packs returned. If it is still on the shelf, the stock
+counts it as a plain pack of its product.
+
+Known weights settle only a few more sessions. Most sessions that still go to
+review take a misplaced pack that weighs within about 13 g of a sum of the
+shelf's own packs. The spread of that sum (5 g for three crisps), not the
+pack's, decides whether charging the pack is safe.
 """
 
 import bisect
 import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import lru_cache
 
@@ -79,9 +99,23 @@ RETURN_PRIOR = 0.02
 # differently; combinations below best / PLAUSIBLE_ODDS are disregarded.
 MIN_ODDS = 20.0
 PLAUSIBLE_ODDS = 10_000.0
+# A known pack's candidate is narrow: its spread is the measurement's and the
+# noise's, not the product's. So odds alone do not protect a decision against
+# it. A rival that takes a known pack the best combination leaves must lie
+# Z_CHECK standard deviations from the reading, or a reading in the noise's
+# tail would go to a wider neighbour. A best combination that takes a known
+# pack must leave every rival that does not at least Z_KNOWN_RIVAL away, or the
+# narrow candidate would claim the tail of other packs whose sum matches it.
+# In bench/bench_known_packs.py, 2.5 charges no more wrongly than label
+# weights do, and 3 gives up what known weights gain in bench/bench_decoding.py.
+Z_KNOWN_RIVAL = 2.5
 # Combining shelves stops, and the session goes to review, past this many
 # combinations of per-shelf explanations.
 MAX_COMBINATIONS = 4_096
+# A known pack enters decoding as a product of its own, with one pack on its
+# shelf. Its id is the product id, this separator, and the shelf and index.
+# ItemDecoder rejects product ids that contain the separator.
+KNOWN_PACK_SEPARATOR = "\x00"
 
 
 class ReviewReason(StrEnum):
@@ -104,6 +138,28 @@ class ProductWeight:
             raise ValueError(f"{self.product_id}: unit weight must be positive")
         if not 0 <= self.tolerance_mg < self.unit_weight_mg:
             raise ValueError(f"{self.product_id}: tolerance must be in [0, unit weight)")
+
+
+@dataclass(frozen=True, slots=True)
+class KnownPack:
+    """A pack lying on a shelf that is not its home, weighed when it was put there.
+
+    ``sigma_mg`` is the standard deviation of that measurement, which is much
+    smaller than the spread of the product's packs around their label weight.
+    """
+
+    product_id: str
+    weight_mg: int
+    sigma_mg: float
+
+    def __post_init__(self) -> None:
+        if self.weight_mg <= 0:
+            raise ValueError(f"{self.product_id}: measured weight must be positive")
+        if not 0 < math.ceil(PACK_SIGMAS_PER_TOLERANCE * self.sigma_mg) < self.weight_mg:
+            raise ValueError(
+                f"{self.product_id}: measurement sigma {self.sigma_mg} mg must be positive "
+                "and less than a third of the weight"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +224,14 @@ class Decoding:
     # that is not its home; empty when the session goes to review.
     misplaced: tuple[tuple[str, int], ...] = field(default=())
     # Shelf -> the explanation charged, for shelves that changed; empty when the
-    # session goes to review.
+    # session goes to review. Known packs count as packs of their product here
+    # and in ``shelves``.
     chosen: Mapping[int, Candidate] = field(default_factory=dict)
+    # Shelf -> the known packs on it after the session: those given to
+    # ``ItemDecoder.decode`` that no combination within MIN_ODDS of the best
+    # takes, and the misplaced packs that a certain decoding puts there, as
+    # measured.
+    known_packs: Mapping[int, tuple[KnownPack, ...]] = field(default_factory=dict)
 
     @property
     def certain(self) -> bool:
@@ -296,16 +358,21 @@ class ItemDecoder:
         max_items: int = MAX_DECODE_ITEMS,
     ) -> None:
         self.weights = {p.product_id: p for p in products}
+        if any(KNOWN_PACK_SEPARATOR in product for product in self.weights):
+            raise ValueError("product ids must not contain the known-pack separator")
         self.noise_band_mg = noise_band_mg
         self.max_items = max_items
+        # Keyed by the stock and the known packs' weights; bounded, so known
+        # packs that come and go cannot grow it.
         self._take_table = lru_cache(maxsize=256)(self._build_take_table)
 
     def _build_take_table(
-        self, stock: tuple[tuple[str, int], ...]
+        self, stock: tuple[tuple[str, int], ...], known: tuple[ProductWeight, ...]
     ) -> tuple[list[int], list[Candidate], int]:
+        weights = self._with_known(known)
         candidates = sorted(
             (
-                _candidate(c, self.weights, self.noise_band_mg)
+                _candidate(c, weights, self.noise_band_mg)
                 for c in _take_combinations(stock, self.max_items)
             ),
             key=lambda c: c.mean_mg,
@@ -314,12 +381,29 @@ class ItemDecoder:
         widest = max(math.ceil(c.half_width(Z_WINDOW)) for c in candidates)
         return means, candidates, widest
 
-    def explain_shelf(self, shelf_stock: Mapping[str, int], delta_mg: int) -> list[Candidate]:
-        """Return every candidate within ``Z_WINDOW`` of ``delta_mg``, nearest first."""
-        stock = tuple(sorted((p, min(n, self.max_items)) for p, n in shelf_stock.items() if n > 0))
-        means, takes, widest = self._take_table(stock)
+    def _with_known(self, known: Iterable[ProductWeight]) -> Mapping[str, ProductWeight]:
+        extra = {p.product_id: p for p in known}
+        return {**self.weights, **extra} if extra else self.weights
 
-        # Either nothing is put on the shelf, or one pack of any product is.
+    def explain_shelf(
+        self,
+        shelf_stock: Mapping[str, int],
+        delta_mg: int,
+        known: Sequence[ProductWeight] = (),
+    ) -> list[Candidate]:
+        """Return every candidate within ``Z_WINDOW`` of ``delta_mg``, nearest first.
+
+        ``known`` lists products beyond the planogram's that ``shelf_stock`` may
+        name: the known packs, which ``decode`` turns into products of their own.
+        """
+        stock = tuple(sorted((p, min(n, self.max_items)) for p, n in shelf_stock.items() if n > 0))
+        known_key = tuple(sorted(known, key=lambda p: p.product_id))
+        means, takes, widest = self._take_table(stock, known_key)
+        weights = self._with_known(known_key)
+
+        # Either nothing is put on the shelf, or one pack of any product is. A
+        # pack put back is never a known one: its weight is known only once the
+        # decoding is certain.
         returns: list[ProductWeight | None] = [None, *self.weights.values()]
         found: dict[tuple[tuple[tuple[str, int], ...], str | None], Candidate] = {}
         for returned in returns:
@@ -344,7 +428,7 @@ class ItemDecoder:
                         counts[swapped] += 1
                     else:
                         counts[returned.product_id] = 1
-                candidate = _candidate(counts.items(), self.weights, self.noise_band_mg, swapped)
+                candidate = _candidate(counts.items(), weights, self.noise_band_mg, swapped)
                 if candidate.distance(delta_mg, Z_WINDOW) <= 1:
                     found[(candidate.counts, swapped)] = candidate
         return sorted(found.values(), key=lambda c: c.distance(delta_mg))
@@ -356,6 +440,7 @@ class ItemDecoder:
         *,
         faulted_shelves: Iterable[int] = (),
         home_shelves: Mapping[str, Iterable[int]] | None = None,
+        known_packs: Mapping[int, Sequence[KnownPack]] | None = None,
     ) -> Decoding:
         """Decode one session from each shelf's stock before it and its weight change.
 
@@ -364,11 +449,18 @@ class ItemDecoder:
         after minus before, in milligrams. Shelves in ``faulted_shelves`` are
         not trusted: the session goes to review, and since a faulted shelf may
         hide any returned pack, nothing is charged.
+
+        ``known_packs`` maps shelf to the packs on it whose weight was measured,
+        as an earlier ``Decoding.known_packs`` returned them. Each is one of the
+        packs that ``stock`` counts; known packs beyond that count, or of
+        products not in the planogram, are ignored. A known pack is charged as
+        its product.
         """
         reasons: list[ReviewReason] = []
         faulted = set(faulted_shelves)
         if faulted:
             reasons.append(ReviewReason.SCALE_FAULT)
+        known = self._usable_known(stock, known_packs or {})
 
         results: list[ShelfResult] = []
         options: list[list[Candidate]] = []
@@ -376,7 +468,8 @@ class ItemDecoder:
         for shelf in sorted(deltas):
             if shelf in faulted:
                 continue
-            explanations = self.explain_shelf(stock.get(shelf, {}), deltas[shelf])
+            shelf_stock, known_weights = _split_known(stock.get(shelf, {}), shelf, known)
+            explanations = self.explain_shelf(shelf_stock, deltas[shelf], known_weights)
             results.append(ShelfResult(shelf, deltas[shelf], tuple(explanations)))
             if explanations:
                 options.append(explanations)
@@ -392,13 +485,20 @@ class ItemDecoder:
         if faulted or combination_count > MAX_COMBINATIONS:
             if not faulted:
                 reasons.append(ReviewReason.TOO_MANY_COMBINATIONS)
-            return Decoding({}, _unique(reasons), tuple(results))
+            considered = {result.shelf: set(result.explanations) for result in explained}
+            return Decoding(
+                {},
+                _unique(reasons),
+                _merged_results(results),
+                known_packs=_known_left(known, deltas, considered),
+            )
 
         scored: list[tuple[float, dict[str, int], tuple[Candidate, ...]]] = []
         for combination in itertools.product(*options):
             net: dict[str, int] = {}
             for candidate in combination:
                 for product, n in candidate.counts:
+                    product = _product_of(product)
                     net[product] = net.get(product, 0) + n
             if all(n <= 0 for n in net.values()):
                 score = sum(
@@ -408,6 +508,9 @@ class ItemDecoder:
                 scored.append((score, _charge(net), combination))
 
         best: tuple[Candidate, ...] | None = None
+        # The combinations too close to the best one to rule out: a known pack
+        # stays known only if none of them takes it.
+        near: list[tuple[Candidate, ...]] = []
         if not scored:
             # A pack appeared that nothing taken explains (weight from nowhere),
             # so the truth lies outside every candidate and nothing is certain.
@@ -422,7 +525,15 @@ class ItemDecoder:
             within = all(c.distance(r.delta_mg) <= 1 for c, r in zip(top, explained, strict=True))
             if not within:
                 reasons.append(ReviewReason.UNEXPLAINED_WEIGHT)
-            if within and top_score - rival >= math.log(MIN_ODDS):
+            if (
+                within
+                and top_score - rival >= math.log(MIN_ODDS)
+                and all(
+                    _known_rival_ruled_out(top, combination, explained)
+                    for _, charge, combination in scored
+                    if charge != top_charge
+                )
+            ):
                 charged, best = top_charge, top
             else:
                 if within:
@@ -433,21 +544,115 @@ class ItemDecoder:
                     if top_score - score < math.log(PLAUSIBLE_ODDS)
                 ]
                 charged = _least_charge(plausible)
+            near = [c for score, _, c in scored if top_score - score < math.log(MIN_ODDS)]
 
         if unexplained:
             charged = self._discount_hidden_returns(charged, stock, deltas, unexplained)
 
+        considered = {
+            result.shelf: {combination[index] for combination in near}
+            for index, result in enumerate(explained)
+        }
+        left = _known_left(known, deltas, considered)
         misplaced: list[tuple[str, int]] = []
         chosen: dict[int, Candidate] = {}
         if best is not None:
             homes = home_shelves or {}
-            for result, candidate in zip(explained, best, strict=True):
+            for index, (result, candidate) in enumerate(zip(explained, best, strict=True)):
                 if candidate.counts:
-                    chosen[result.shelf] = candidate
+                    chosen[result.shelf] = _merge_known(candidate)
                 for product, n in candidate.counts:
                     if n > 0 and result.shelf not in set(homes.get(product, ())):
                         misplaced.append((product, result.shelf))
-        return Decoding(charged, _unique(reasons), tuple(results), tuple(misplaced), chosen)
+                        pack = self._measure(best, explained, considered, index, product)
+                        if pack is not None:
+                            left[result.shelf] = (*left.get(result.shelf, ()), pack)
+        return Decoding(
+            charged,
+            _unique(reasons),
+            _merged_results(results),
+            tuple(misplaced),
+            chosen,
+            {shelf: packs for shelf, packs in sorted(left.items()) if packs},
+        )
+
+    def _usable_known(
+        self,
+        stock: Mapping[int, Mapping[str, int]],
+        known_packs: Mapping[int, Sequence[KnownPack]],
+    ) -> dict[int, tuple[KnownPack, ...]]:
+        """Return the known packs that the stock counts, per shelf."""
+        usable: dict[int, tuple[KnownPack, ...]] = {}
+        for shelf, packs in known_packs.items():
+            room = dict(stock.get(shelf, {}))
+            usable_packs = []
+            for pack in packs:
+                if pack.product_id in self.weights and room.get(pack.product_id, 0) > 0:
+                    room[pack.product_id] -= 1
+                    usable_packs.append(pack)
+            if usable_packs:
+                usable[shelf] = tuple(usable_packs)
+        return usable
+
+    def _measure(
+        self,
+        best: Sequence[Candidate],
+        explained: Sequence[ShelfResult],
+        considered: Mapping[int, set[Candidate]],
+        index: int,
+        product: str,
+    ) -> KnownPack | None:
+        """Estimate the weight of the pack of ``product`` that ``best`` puts on shelf ``index``.
+
+        The pack's deviation from its label weight and the rest of the
+        shelf's change (the other packs' deviations and the noise) are
+        independent normals, so the pack's weight given the change is normal
+        too. If the pack was taken from exactly one other shelf in the same
+        visit, and only plain packs of the product were, that shelf's change
+        observes it as well. Returns None when a combination within MIN_ODDS of
+        ``best`` explains the target shelf with other packs, or when the
+        product has no tolerance. A source shelf explained in more than one way
+        is left out.
+        """
+        weight = self.weights[product]
+        if weight.tolerance_mg == 0:
+            return None
+        pack_variance = (weight.tolerance_mg / PACK_SIGMAS_PER_TOLERANCE) ** 2
+        # Observations of the pack's weight with their variances, fused by precision.
+        observations: list[tuple[float, float]] = []
+
+        target = best[index]
+        target_shelf = explained[index].shelf
+        if len({c.counts for c in considered[target_shelf]}) != 1:
+            return None
+        observed = explained[index].delta_mg - (target.mean_mg - weight.unit_weight_mg)
+        observations.append((observed, target.sigma_mg**2 - pack_variance))
+
+        sources = [
+            number
+            for number, candidate in enumerate(best)
+            if number != index
+            and any(_product_of(p) == product and n < 0 for p, n in candidate.counts)
+        ]
+        if len(sources) == 1:
+            source = best[sources[0]]
+            source_shelf = explained[sources[0]].shelf
+            plain_only = all(
+                p == product for p, n in source.counts if n < 0 and _product_of(p) == product
+            )
+            if plain_only and len({c.counts for c in considered[source_shelf]}) == 1:
+                # The source shelf lost the pack with the rest of its change.
+                lost = source.mean_mg - explained[sources[0]].delta_mg
+                observations.append(
+                    (weight.unit_weight_mg + lost, source.sigma_mg**2 - pack_variance)
+                )
+
+        precision = 1 / pack_variance + sum(1 / variance for _, variance in observations)
+        mean = (
+            weight.unit_weight_mg / pack_variance
+            + sum(value / variance for value, variance in observations)
+        ) / precision
+        return KnownPack(product, round(mean), math.sqrt(1 / precision))
 
     def _discount_hidden_returns(
         self,
@@ -494,3 +699,115 @@ def _least_charge(charges: Sequence[Mapping[str, int]]) -> dict[str, int]:
     products = set().union(*charges)
     least = {p: min(charge.get(p, 0) for charge in charges) for p in sorted(products)}
     return {p: n for p, n in least.items() if n > 0}
+
+
+def _known_id(pack: KnownPack, shelf: int, index: int) -> str:
+    return f"{pack.product_id}{KNOWN_PACK_SEPARATOR}{shelf}.{index}"
+
+
+def _product_of(product: str) -> str:
+    """Return the product of a known pack's id, or ``product`` itself."""
+    return product.split(KNOWN_PACK_SEPARATOR, 1)[0]
+
+
+def _split_known(
+    shelf_stock: Mapping[str, int], shelf: int, known: Mapping[int, tuple[KnownPack, ...]]
+) -> tuple[dict[str, int], list[ProductWeight]]:
+    """Return the shelf's stock with each known pack as a product of its own, and their weights.
+
+    A known pack's tolerance is three standard deviations of its measurement,
+    so it enters every candidate with the measurement's variance.
+    """
+    split = dict(shelf_stock)
+    weights = []
+    for index, pack in enumerate(known.get(shelf, ())):
+        split[pack.product_id] -= 1
+        product = _known_id(pack, shelf, index)
+        split[product] = 1
+        tolerance = math.ceil(PACK_SIGMAS_PER_TOLERANCE * pack.sigma_mg)
+        weights.append(ProductWeight(product, pack.weight_mg, tolerance))
+    return split, weights
+
+
+def _known_left(
+    known: Mapping[int, tuple[KnownPack, ...]],
+    deltas: Mapping[int, int],
+    considered: Mapping[int, set[Candidate]],
+) -> dict[int, tuple[KnownPack, ...]]:
+    """Return the known packs that no considered explanation of their shelf takes.
+
+    ``considered`` maps each explained shelf to the explanations that the
+    combinations within MIN_ODDS of the best give it.
+    A shelf that changed but has no considered explanation (faulted or
+    unexplained) may have lost any of its packs, so its known packs are
+    dropped, and the caller counts them as plain packs again.
+    """
+    left: dict[int, tuple[KnownPack, ...]] = {}
+    for shelf, packs in known.items():
+        if shelf not in deltas:
+            left[shelf] = packs
+            continue
+        candidates = considered.get(shelf)
+        if not candidates:
+            continue
+        taken_ids = {
+            product
+            for candidate in candidates
+            for product, n in candidate.counts
+            if n < 0 and KNOWN_PACK_SEPARATOR in product
+        }
+        left[shelf] = tuple(
+            pack
+            for index, pack in enumerate(packs)
+            if _known_id(pack, shelf, index) not in taken_ids
+        )
+    return left
+
+
+def _known_rival_ruled_out(
+    best: Sequence[Candidate], rival: Sequence[Candidate], explained: Sequence[ShelfResult]
+) -> bool:
+    """Return whether ``rival`` lies far enough from the readings for ``best`` to be charged.
+
+    Only rivals that differ from ``best`` in a known pack taken are checked, and
+    only on the shelves where they differ; see ``Z_KNOWN_RIVAL``. Rivals that put
+    back more packs than ``best`` are left to the return prior.
+    """
+    if sum(c.returns for c in rival) > sum(c.returns for c in best):
+        return True
+    rival_takes_known = best_takes_known = False
+    squared = 0.0
+    for ours, theirs, result in zip(best, rival, explained, strict=True):
+        if ours.counts == theirs.counts:
+            continue
+        ours_known = _known_taken(ours)
+        theirs_known = _known_taken(theirs)
+        rival_takes_known = rival_takes_known or bool(theirs_known - ours_known)
+        best_takes_known = best_takes_known or bool(ours_known - theirs_known)
+        squared += ((result.delta_mg - theirs.mean_mg) / theirs.sigma_mg) ** 2
+    if rival_takes_known:
+        return squared >= Z_CHECK**2
+    if best_takes_known:
+        return squared >= Z_KNOWN_RIVAL**2
+    return True
+
+
+def _known_taken(candidate: Candidate) -> set[str]:
+    return {p for p, n in candidate.counts if n < 0 and KNOWN_PACK_SEPARATOR in p}
+
+
+def _merge_known(candidate: Candidate) -> Candidate:
+    """Return ``candidate`` with known packs counted as packs of their product."""
+    if not any(KNOWN_PACK_SEPARATOR in product for product, _ in candidate.counts):
+        return candidate
+    merged: dict[str, int] = {}
+    for product, n in candidate.counts:
+        merged[_product_of(product)] = merged.get(_product_of(product), 0) + n
+    return replace(candidate, counts=tuple(sorted((p, n) for p, n in merged.items() if n)))
+
+
+def _merged_results(results: Iterable[ShelfResult]) -> tuple[ShelfResult, ...]:
+    return tuple(
+        replace(result, explanations=tuple(_merge_known(c) for c in result.explanations))
+        for result in results
+    )

@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from kiosk_agent.decoding import KnownPack
+
 # How long the student has to open the door after the lock pulses.
 OPEN_TIMEOUT_S = 30.0
 # A door open longer than this raises a door_left_open alarm.
@@ -125,6 +127,8 @@ class Session:
     baseline_mg: dict[int, int] = field(default_factory=dict)
     # Shelf -> product -> packs on the shelf before the door opened.
     stock: dict[int, dict[str, int]] = field(default_factory=dict)
+    # Shelf -> the packs among ``stock`` whose own weight is known.
+    known_packs: dict[int, list[KnownPack]] = field(default_factory=dict)
     planogram_version: int = 0
     outcome: str = ""
     left_open_alarmed: bool = False
@@ -159,6 +163,9 @@ class Session:
             data[key] = value.isoformat() if value is not None else None
         data["baseline_mg"] = {str(k): v for k, v in self.baseline_mg.items()}
         data["stock"] = {str(k): v for k, v in self.stock.items()}
+        data["known_packs"] = {
+            str(k): [asdict(pack) for pack in v] for k, v in self.known_packs.items()
+        }
         return data
 
     @classmethod
@@ -170,4 +177,9 @@ class Session:
             values[key] = datetime.fromisoformat(raw) if raw else None
         values["baseline_mg"] = {int(k): int(v) for k, v in values["baseline_mg"].items()}
         values["stock"] = {int(k): dict(v) for k, v in values["stock"].items()}
+        # Sessions saved by agents before known packs existed have none.
+        values["known_packs"] = {
+            int(k): [KnownPack(**pack) for pack in v]
+            for k, v in values.get("known_packs", {}).items()
+        }
         return cls(**values)

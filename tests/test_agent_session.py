@@ -1,9 +1,11 @@
 """The purchase session state machine: the main path, failure paths and persistence."""
 
+import json
 from datetime import UTC, datetime
 
 import pytest
 
+from kiosk_agent.decoding import KnownPack
 from kiosk_agent.session import (
     TRANSITIONS,
     Session,
@@ -112,13 +114,27 @@ def test_session_round_trips_through_json() -> None:
         unlock_token=77,
         authorized_at=datetime(2026, 12, 4, 8, 0, tzinfo=UTC),
         baseline_mg={0: 1_250_000, 1: 480_000},
-        stock={0: {"tea": 5}, 1: {"crisps": 4}},
+        stock={0: {"tea": 5}, 1: {"crisps": 4, "tea": 1}},
+        known_packs={1: [KnownPack("tea", 253_400, 1_394.3)]},
     )
     _run(session, E.AUTHORIZE, E.UNLOCK_CONFIRMED)
 
-    restored = Session.from_json(session.to_json())
+    restored = Session.from_json(json.loads(json.dumps(session.to_json())))
 
     assert restored == session
+
+
+def test_session_saved_without_known_packs_loads() -> None:
+    session = Session("AH-1", session_id="s-9", stock={0: {"tea": 5}})
+    _run(session, E.AUTHORIZE)
+    saved = session.to_json()
+    # Agents saved sessions without this key before they kept known packs.
+    del saved["known_packs"]
+
+    restored = Session.from_json(saved)
+
+    assert restored.known_packs == {}
+    assert restored.stock == {0: {"tea": 5}}
 
 
 def test_reset_keeps_cabinet_id() -> None:
