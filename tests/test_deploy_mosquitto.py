@@ -493,6 +493,11 @@ def test_agent_link_delivers_sale_over_tls(
 
     with Outbox(tmp_path / "outbox.db") as outbox:
         backlog = asyncio.run(deliver(outbox))
+    # The link leaves a retained status, which later tests on this broker would receive.
+    cabinet = cabinet_client(deployment, KIOSK_A)
+    assert not cabinet.connect(TLS_HOST).is_failure
+    cabinet.publish(kiosk_topic(KIOSK_A, Channel.STATUS), b"", retain=True)
+    cabinet.close()
 
     assert backlog.sales == 0
 
