@@ -302,7 +302,7 @@ def publisher_process(
 
 
 def wait_for_sales(database_url: str, expected: int) -> float:
-    """Poll the database until it holds ``expected`` sales; return when it did."""
+    """Poll the database until it contains ``expected`` sales; return the time it did."""
     engine = create_db_engine(database_url)
     deadline = time.monotonic() + RUN_TIMEOUT_S
     try:

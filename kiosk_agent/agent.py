@@ -955,7 +955,7 @@ class KioskAgent:
 
         Weight that changes while no session runs comes from an operator with a key (a
         silent restock) or a forced door; the count follows the weight, and a restock
-        event tells the server. Misplaced packs on such a shelf stay counted, because
+        event reports it to the server. Misplaced packs on such a shelf stay counted, because
         the weight cannot tell whether they were taken away, but their measured
         weights are forgotten: a pack that left must not be matched by its weight.
         Shelves with several products keep their count, or start at their capacity

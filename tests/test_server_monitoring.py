@@ -34,7 +34,6 @@ from fleet_server.models import (
 from fleet_server.monitoring.subscriber import MonitoringSubscriber
 from fleet_server.services.monitoring import (
     MonitoringPolicy,
-    apply_sale_to_stock,
     apply_sales_to_stock,
     handle_event,
     handle_status,
@@ -340,7 +339,7 @@ def test_restock_sale_and_low_stock(world: World, seeded: sessionmaker[Session])
             lines=[SaleLine(product_id=str(tea.id), quantity=8, unit_price_fen=1000, shelf=0)],
         )
 
-        apply_sale_to_stock(session, sale, received_at=at(10))
+        apply_sales_to_stock(session, [(sale, at(10))])
 
         stock = {
             row.product_id: (row.quantity, row.source)

@@ -127,11 +127,11 @@ def test_matches_any_finds_listed_rows(seeded: sessionmaker[Session], count: int
         cabinet_id = add_cabinet(session, "AH-10357-0001")
         ids = [uuid.uuid4() for _ in range(count + 5)]
         bulk_insert(session, KioskEventRecord, [event_row(cabinet_id, i, {}) for i in ids])
-        wanted = [*ids[:count], uuid.uuid4()]
+        requested = [*ids[:count], uuid.uuid4()]
 
         found = session.scalars(
             sa.select(KioskEventRecord.event_id).where(
-                matches_any(session, KioskEventRecord.event_id, wanted)
+                matches_any(session, KioskEventRecord.event_id, requested)
             )
         ).all()
 

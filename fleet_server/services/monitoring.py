@@ -649,17 +649,6 @@ def evaluate_stocks(
             )
 
 
-def apply_sale_to_stock(
-    db: Session,
-    sale: SaleRecord,
-    *,
-    received_at: datetime | None = None,
-    policy: MonitoringPolicy | None = None,
-) -> None:
-    """Take one new sale's packs off the stock."""
-    apply_sales_to_stock(db, [(sale, received_at or utc_now())], policy=policy)
-
-
 def apply_sales_to_stock(
     db: Session,
     sales: Sequence[tuple[SaleRecord, datetime]],
@@ -686,8 +675,9 @@ def apply_sales_to_stock(
 
     kiosk_ids = {kiosk_id for kiosk_id, _, _ in taken}
     changed: dict[int, datetime] = {}
-    # Locked in key order: two workers whose batches share a cabinet then take turns
-    # instead of each subtracting from the same old count, and cannot deadlock.
+    # On PostgreSQL the rows are locked in key order, so two workers whose batches share a
+    # cabinet take turns instead of both subtracting from the same old count, and cannot
+    # deadlock on them. SQLite has a single writer anyway.
     rows = db.execute(
         select(CabinetStock, Cabinet.kiosk_id)
         .join(Cabinet, Cabinet.id == CabinetStock.cabinet_id)
