@@ -23,12 +23,15 @@ import platform
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from firmware_protocol.link import HostLink, LinkTiming
 from firmware_protocol.messages import Unlock
 from kiosk_agent.decoding import (
     DEFAULT_CHECKED_ITEMS,
+    DEFAULT_NOISE_BAND_MG,
+    Decoding,
     ItemDecoder,
     KnownPack,
     ProductWeight,
@@ -39,7 +42,7 @@ from kiosk_agent.weighing import ShelfWindow
 from simulator.cabinet import Cabinet
 from simulator.clock import ManualClock
 from simulator.config import CabinetConfig, Product, ScaleSettings, ShelfSpec, Stock
-from simulator.students import StudentBehaviour, visit
+from simulator.students import StudentBehaviour, VisitResult, visit
 
 # Relative standard deviation of a pack's weight; the simulator cuts the
 # spread at three standard deviations, so every pack is within 10 % of its label.
@@ -58,6 +61,10 @@ RESTOCK_EVERY = 40
 # The agent reports each pack it sees put on a wrong shelf; the operator on duty
 # moves it home within this many visits of the alert.
 MISPLACED_FIX_AFTER = 10
+# Students pause 0.2 to 1 s between picks, shorter than the simulator's default.
+BEHAVIOUR = StudentBehaviour(pause_s=(0.2, 1.0), leave_open_p=0.02, leave_open_s=(2.0, 6.0))
+# How long a shelf swings after a hand leaves it.
+SETTLE_S = 1.0
 SAMPLE_S = 0.1
 SETTLE_LIMIT_S = 15.0
 
@@ -89,7 +96,7 @@ class Tally:
         )
 
 
-def _config(seed: int) -> CabinetConfig:
+def _config(seed: int, settle_s: float = SETTLE_S) -> CabinetConfig:
     shelves = tuple(
         ShelfSpec(door=index * 2 // len(PRODUCTS), stock=(Stock(product, STOCK),))
         for index, product in enumerate(PRODUCTS)
@@ -99,7 +106,7 @@ def _config(seed: int) -> CabinetConfig:
         shelves=len(PRODUCTS),
         seed=seed,
         unit_weight_spread=SPREAD,
-        scale=ScaleSettings(settle_s=1.0),
+        scale=ScaleSettings(settle_s=settle_s),
         shelf_specs=shelves,
     )
 
@@ -113,12 +120,24 @@ def _weights() -> list[ProductWeight]:
     ]
 
 
+@dataclass(frozen=True)
+class SessionRecord:
+    """One decoded session, as ``run`` passes it to an observer."""
+
+    # Shelf -> product -> packs before the visit, misplaced packs included.
+    stock: dict[int, dict[str, int]]
+    known_packs: dict[int, tuple[KnownPack, ...]]
+    deltas: dict[int, int]
+    decoding: Decoding
+    visit: VisitResult
+
+
 class Rig:
     """A cabinet on a manual clock with a host link in the same thread."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, settle_s: float = SETTLE_S) -> None:
         self.clock = ManualClock(1000.0)
-        self.cabinet = Cabinet(_config(seed), self.clock)
+        self.cabinet = Cabinet(_config(seed, settle_s), self.clock)
         self.host = HostLink(timing=LinkTiming(self.cabinet.config.baud))
         self.cabinet.start()
         self.exchange()
@@ -178,13 +197,19 @@ def _restock(cabinet: Cabinet) -> None:
         cabinet.set_stock(shelf, product.product_id, STOCK)
 
 
-def run(seed: int, sessions: int, fix_after: int = MISPLACED_FIX_AFTER) -> Tally:
+def run(
+    seed: int,
+    sessions: int,
+    fix_after: int = MISPLACED_FIX_AFTER,
+    observe: Callable[[SessionRecord], None] | None = None,
+    noise_band_mg: int = DEFAULT_NOISE_BAND_MG,
+) -> Tally:
+    """Run ``sessions`` sessions; ``observe``, if given, sees each one after it is decoded."""
     rng = random.Random(seed)
     rig = Rig(seed)
-    decoder = ItemDecoder(_weights())
+    decoder = ItemDecoder(_weights(), noise_band_mg=noise_band_mg)
     homes = {p.product_id: [shelf] for shelf, p in enumerate(PRODUCTS)}
     stock = {shelf: {p.product_id: STOCK} for shelf, p in enumerate(PRODUCTS)}
-    behaviour = StudentBehaviour(pause_s=(0.2, 1.0), leave_open_p=0.02, leave_open_s=(2.0, 6.0))
     tally = Tally(review_reasons=Counter())
     fix_at: list[int] = []
     # The misplaced packs the decoder measured, tracked from its results as the agent does.
@@ -196,11 +221,13 @@ def run(seed: int, sessions: int, fix_after: int = MISPLACED_FIX_AFTER) -> Tally
         before = rig.stable_weights()
         door = rng.randrange(2)
         rig.unlock(door, token=number + 1)
-        result = visit(rig.cabinet, door, f"student-{number}", rng, behaviour)
+        result = visit(rig.cabinet, door, f"student-{number}", rng, BEHAVIOUR)
         after = rig.stable_weights()
 
         deltas = {shelf: after[shelf] - before[shelf] for shelf in before if shelf in after}
         decoding = decoder.decode(stock, deltas, home_shelves=homes, known_packs=known)
+        if observe is not None:
+            observe(SessionRecord(stock, known, deltas, decoding, result))
         known = dict(decoding.known_packs)
         truth = Counter(item.product_id for item in result.kept)
         charged = Counter(dict(decoding.charged))
@@ -240,6 +267,12 @@ def main() -> None:
         default=MISPLACED_FIX_AFTER,
         help="visits after a misplaced-pack report until the operator moves the pack home",
     )
+    parser.add_argument(
+        "--noise-band-mg",
+        type=int,
+        default=DEFAULT_NOISE_BAND_MG,
+        help="decoder's three standard deviations of the error of a weight change, in mg",
+    )
     args = parser.parse_args()
 
     shelves = {shelf: [weight] for shelf, weight in enumerate(_weights())}
@@ -251,7 +284,11 @@ def main() -> None:
     share[0] += args.sessions - sum(share)
     started = time.perf_counter()
     with multiprocessing.Pool(args.workers) as pool:
-        parts = pool.starmap(run, [(args.seed + i, n, args.fix_after) for i, n in enumerate(share)])
+        jobs = [
+            (args.seed + i, n, args.fix_after, None, args.noise_band_mg)
+            for i, n in enumerate(share)
+        ]
+        parts = pool.starmap(run, jobs)
     elapsed = time.perf_counter() - started
     total = Tally(review_reasons=Counter())
     for part in parts:
@@ -263,6 +300,7 @@ def main() -> None:
     print(f"  return coincidences listed by check_returns: {len(warnings)}")
     print(f"  operator round every {RESTOCK_EVERY} sessions, and {args.fix_after}")
     print("  sessions after the agent reports a misplaced pack")
+    print(f"decoder noise band: {args.noise_band_mg} mg")
     print(f"sessions: {total.sessions} in {elapsed:.0f} s")
     print(f"packs kept: {total.kept_packs}, charged: {total.charged_packs}")
     print(f"returns: {total.returns}, of them on a wrong shelf: {total.wrong_shelf_returns}")
