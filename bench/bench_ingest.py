@@ -452,7 +452,7 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, nargs="+", default=[1, 2], help="worker counts to run"
     )
-    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--batch-latency-ms", type=int, default=50)
     parser.add_argument(
         "--resend-s", type=float, default=5.0, help="seconds before a sale is resent"

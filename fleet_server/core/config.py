@@ -201,7 +201,7 @@ class ServerSettings(BaseSettings):
         "only one ingest worker may run",
     )
     ingest_batch_size: int = Field(
-        default=1000, ge=1, le=10_000, description="messages that ingest commits in one transaction"
+        default=2000, ge=1, le=10_000, description="messages that ingest commits in one transaction"
     )
     ingest_batch_latency_ms: int = Field(
         default=50,

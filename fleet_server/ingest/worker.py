@@ -48,8 +48,9 @@ STOP_TIMEOUT_S = 30.0
 # How long the batch thread waits for a first message before it checks for maintenance
 # and for stop.
 IDLE_POLL_S = 0.5
-# Messages waiting for the batch thread, as a multiple of the batch size.
-QUEUE_BATCHES = 20
+# Messages waiting for the batch thread, as a multiple of the batch size (20,000 messages
+# at the default size).
+QUEUE_BATCHES = 10
 # QoS 1 acknowledgements that paho may have in flight at once; 0 means no limit. With a
 # limit, paho 2.1 walks all its unconfirmed messages on every PUBACK, which with a batch's
 # thousand Acks to a thousand cabinets cost more than committing the batch. MQTT 3.1.1
