@@ -6,7 +6,7 @@ MQTT side (real broker, several worker processes) are in test_server_ingest_work
 
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import command
@@ -206,6 +206,56 @@ def test_unknown_product_flagged(shop: Shop, seeded: sessionmaker[Session]) -> N
     assert line.source_county_id is None
     assert line.product_name == "jinzhai-green-tea-250g"
     assert line.product_ref == "jinzhai-green-tea-250g"
+
+
+def test_barcode_product_id_flagged_unknown(shop: Shop, seeded: sessionmaker[Session]) -> None:
+    """Digits beyond products.id's 32-bit range name no product; the batch still commits."""
+    good = sale_record(shop.kiosk_id, uuid.uuid4(), [(shop.products[0], 1, 350, 0)])
+    barcodes = [
+        sale_record(shop.kiosk_id, uuid.uuid4(), [(digits, 1, 350, 0)])
+        for digits in ("2147483648", "6901234567890", "9" * 20)
+    ]
+
+    result = BatchStore(seeded).commit([received(good), *map(received, barcodes)])
+
+    assert result.new_sales == 4
+    assert result.rejected == 0
+    with seeded() as session:
+        lines = session.scalars(sa.select(SaleLine).where(SaleLine.product_id.is_(None))).all()
+    assert sorted(line.product_ref for line in lines) == ["2147483648", "6901234567890", "9" * 20]
+
+
+def test_nul_and_far_future_rejected(shop: Shop, seeded: sessionmaker[Session]) -> None:
+    """Messages PostgreSQL or the report dates cannot take become dead letters, not failures."""
+    good = sale_record(shop.kiosk_id, uuid.uuid4(), [(shop.products[0], 1, 350, 0)])
+    nul_event = kiosk_event(shop.kiosk_id, EventType.DOOR_FORCED, detail={"note": "a\x00b"})
+    late = sale_record(shop.kiosk_id, uuid.uuid4(), [(shop.products[0], 1, 350, 0)])
+    late = late.model_copy(update={"recorded_at": datetime(9999, 12, 31, 23, 59, tzinfo=UTC)})
+    late_event = kiosk_event(shop.kiosk_id, EventType.DOOR_FORCED)
+    late_event = late_event.model_copy(update={"at": datetime(9000, 1, 1, tzinfo=UTC)})
+    escaped = kiosk_event(shop.kiosk_id, EventType.DOOR_FORCED, detail={"note": "\\u0000"})
+
+    result = BatchStore(seeded).commit(
+        [
+            received(nul_event),
+            received(late),
+            received(late_event),
+            received(good),
+            received(escaped),
+        ]
+    )
+
+    assert result.rejected == 3
+    assert result.new_sales == 1
+    assert result.new_events == 1
+    with seeded() as session:
+        letters = session.scalars(sa.select(DeadLetter).order_by(DeadLetter.id)).all()
+        stored = session.scalars(sa.select(KioskEventRecord)).one()
+    assert "NUL character" in letters[0].reason
+    assert "recorded_at 9999-12-31T23:59:00+00:00 is out of range" in letters[1].reason
+    assert "at 9000-01-01T00:00:00+00:00 is out of range" in letters[2].reason
+    assert [letter.kiosk_id for letter in letters] == [shop.kiosk_id] * 3
+    assert stored.detail == {"note": "\\u0000"}
 
 
 def test_events_stored_and_hooked(shop: Shop, seeded: sessionmaker[Session]) -> None:

@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -27,7 +27,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from fleet_server import cli
 from fleet_server.core.config import ServerSettings
 from fleet_server.core.db import create_session_factory, session_scope
+from fleet_server.ingest.messages import ReceivedMessage
 from fleet_server.ingest.runner import build_ingest_worker
+from fleet_server.ingest.store import BatchResult, BatchStore
 from fleet_server.ingest.worker import IngestWorker
 from fleet_server.models import (
     Cabinet,
@@ -210,6 +212,65 @@ def test_database_outage_leaves_unacknowledged(
 
     assert ingest.stats.acks_published == 0
     assert cabinet.acked == Counter()
+
+
+class PoisonedStore(BatchStore):
+    """A store whose commit raises whenever a batch contains the poisoned payload."""
+
+    def __init__(self, session_factory: sessionmaker[Session], poison: bytes) -> None:
+        super().__init__(session_factory)
+        self.poison = poison
+        self.poisoned_commits = 0
+
+    def commit(self, batch: Sequence[ReceivedMessage]) -> BatchResult:
+        if any(message.payload == self.poison for message in batch):
+            self.poisoned_commits += 1
+            raise ValueError("poisoned payload\nsecond line of detail")
+        return super().commit(batch)
+
+
+@pytest.mark.mosquitto
+def test_failed_message_skipped_when_resent(
+    broker_settings: ServerSettings,
+    shop: Shop,
+    seeded: sessionmaker[Session],
+    mqtt_broker: tuple[str, int],
+) -> None:
+    """A resent copy of a message that failed alone is not committed again."""
+    poison = sale_record(shop.kiosk_id, uuid.uuid4(), [(shop.products[0], 1, 350, 0)])
+    first = sale_record(shop.kiosk_id, uuid.uuid4(), [(shop.products[0], 1, 350, 0)])
+    second = sale_record(shop.kiosk_id, uuid.uuid4(), [(shop.products[0], 2, 350, 0)])
+    store = PoisonedStore(seeded, encode_payload(poison))
+    ingest = IngestWorker(
+        broker=build_ingest_worker(broker_settings, seeded).broker,
+        store=store,
+        group=broker_settings.ingest_group,
+        batch_size=50,
+        batch_latency_s=0.05,
+    )
+    ingest.start()
+    try:
+        with SimulatedCabinet(shop.kiosk_id, mqtt_broker) as cabinet:
+            cabinet.send(poison.sale_id, Channel.SALES, encode_payload(poison))
+            cabinet.send(first.sale_id, Channel.SALES, encode_payload(first))
+            wait_until(lambda: ingest.stats.rejected == 1, WAIT_S, "the dead letter")
+            wait_until(lambda: cabinet.acked[first.sale_id] == 1, WAIT_S, "the first Ack")
+            attempts = store.poisoned_commits
+
+            cabinet.send(poison.sale_id, Channel.SALES, encode_payload(poison))
+            cabinet.send(second.sale_id, Channel.SALES, encode_payload(second))
+            wait_until(lambda: cabinet.acked[second.sale_id] == 1, WAIT_S, "the second Ack")
+            wait_until(lambda: ingest.stats.rejected == 2, WAIT_S, "the skipped copy")
+    finally:
+        ingest.stop()
+
+    assert store.poisoned_commits == attempts
+    assert cabinet.acked[poison.sale_id] == 0
+    with seeded() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Sale)) == 2
+        letter = session.scalars(sa.select(DeadLetter)).one()
+    assert letter.kiosk_id == shop.kiosk_id
+    assert letter.reason == "storing the message failed: ValueError: poisoned payload"
 
 
 @pytest.mark.mosquitto

@@ -1,7 +1,8 @@
 """Validation of received MQTT messages into sales, events or rejections, without I/O."""
 
+import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from kiosk_agent.contract import (
     Channel,
@@ -11,6 +12,13 @@ from kiosk_agent.contract import (
     parse_kiosk_topic,
     parse_payload,
 )
+
+# A JSON escape of the NUL character: a backslash that no other backslash escapes, then
+# u0000. PostgreSQL stores no NUL in text or jsonb, so such a message would fail its batch.
+NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+# Reports convert times to Asia/Shanghai and count weeks forward, which overflows Python's
+# datetime near the end of year 9999. No cabinet records a sale that late.
+LATEST_TIME = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -83,4 +91,37 @@ def classify(message: ReceivedMessage) -> ValidSale | ValidEvent | Rejection:
             kiosk_id,
             f"payload kiosk_id {parsed.kiosk_id!r} differs from the topic's {kiosk_id!r}",
         )
+    if b"\\u0000" in message.payload and NUL_ESCAPE.search(message.payload):
+        return Rejection(
+            message,
+            kiosk_id,
+            "payload contains a NUL character (\\u0000), which PostgreSQL cannot store",
+        )
+    late = _late_time(parsed)
+    if late is not None:
+        name, value = late
+        return Rejection(
+            message,
+            kiosk_id,
+            f"{name} {value.isoformat()} is out of range: it must be before the year "
+            f"{LATEST_TIME.year}",
+        )
     return parsed
+
+
+def _late_time(parsed: ValidSale | ValidEvent) -> tuple[str, datetime] | None:
+    """Return the name and value of a timestamp at or after LATEST_TIME, if there is one."""
+    times: dict[str, datetime | None]
+    if isinstance(parsed, ValidEvent):
+        times = {"at": parsed.event.at}
+    else:
+        record = parsed.record
+        times = {
+            "opened_at": record.opened_at,
+            "closed_at": record.closed_at,
+            "recorded_at": record.recorded_at,
+        }
+    for name, value in times.items():
+        if value is not None and value >= LATEST_TIME:
+            return name, value
+    return None

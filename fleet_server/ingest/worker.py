@@ -16,11 +16,13 @@ dead-letter table. Several workers in one shared-subscription group split the ca
 messages between them, and the broker sends each message to one worker.
 """
 
+import hashlib
 import logging
 import queue
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -36,9 +38,11 @@ from kiosk_agent.contract import (
     MAX_LIST_ITEMS,
     Ack,
     Channel,
+    ContractError,
     encode_payload,
     fleet_topic_filter,
     kiosk_topic,
+    parse_kiosk_topic,
     shared_subscription,
 )
 
@@ -57,6 +61,10 @@ QUEUE_BATCHES = 10
 # brokers take any number of in-flight messages from a client.
 MAX_INFLIGHT_ACKS = 0
 INGESTED_CHANNELS = (Channel.SALES, Channel.EVENTS)
+# Messages that failed alone and went to the dead letters, remembered so that the
+# cabinet's resends skip the database: each resend would fail its whole batch again and
+# make the worker commit that batch's messages one by one.
+FAILED_MESSAGES_REMEMBERED = 10_000
 
 
 @dataclass
@@ -131,6 +139,8 @@ class IngestWorker:
             for channel in INGESTED_CHANNELS
         ]
         self._queue: queue.Queue[ReceivedMessage] = queue.Queue(batch_size * QUEUE_BATCHES)
+        # Digests of messages that failed alone, oldest first; used by the batch thread only.
+        self._failed: OrderedDict[bytes, None] = OrderedDict()
         self._stopping = threading.Event()
         self._batch_thread: threading.Thread | None = None
         self._client = SubscriberClient(
@@ -240,6 +250,10 @@ class IngestWorker:
                     )
 
     def _process(self, batch: list[ReceivedMessage]) -> None:
+        if self._failed:
+            batch = self._without_failed(batch)
+            if not batch:
+                return
         try:
             result = self._store.commit(batch)
         except Exception as error:
@@ -264,13 +278,36 @@ class IngestWorker:
         self.stats.add(result)
         self._publish_acks(result)
 
+    def _without_failed(self, batch: list[ReceivedMessage]) -> list[ReceivedMessage]:
+        remaining = []
+        for message in batch:
+            if _digest(message) in self._failed:
+                # Already in the dead letters, and left unacknowledged like the first time.
+                self.stats.rejected += 1
+                logger.warning(
+                    "message on %s failed alone before and is in the dead letters; "
+                    "skipping this copy",
+                    message.topic[:256],
+                )
+            else:
+                remaining.append(message)
+        return remaining
+
     def _dead_letter(self, message: ReceivedMessage, error: Exception) -> None:
         logger.exception(
             "message on %s failed alone; moving it to the dead letters", message.topic[:256]
         )
-        reason = f"database rejected the message: {type(error).__name__}: {error}"
+        self._failed[_digest(message)] = None
+        if len(self._failed) > FAILED_MESSAGES_REMEMBERED:
+            self._failed.popitem(last=False)
+        lines = str(error).splitlines()
+        reason = f"storing the message failed: {type(error).__name__}: {lines[0] if lines else ''}"
         try:
-            self._store.store_rejections([Rejection(message, None, reason[:500])])
+            kiosk_id: str | None = parse_kiosk_topic(message.topic)[0]
+        except ContractError:
+            kiosk_id = None
+        try:
+            self._store.store_rejections([Rejection(message, kiosk_id, reason[:500])])
             self.stats.rejected += 1
         except Exception:
             self.stats.unacknowledged += 1
@@ -289,3 +326,10 @@ class IngestWorker:
                     logger.warning(
                         "ack to %s not published: %s", kiosk_id, mqtt.error_string(info.rc)
                     )
+
+
+def _digest(message: ReceivedMessage) -> bytes:
+    return hashlib.blake2b(
+        message.topic.encode("utf-8", "surrogatepass") + b"\x00" + message.payload,
+        digest_size=16,
+    ).digest()

@@ -51,6 +51,8 @@ from kiosk_agent.signing import new_nonce
 logger = logging.getLogger(__name__)
 
 MG_PER_G = 1000
+# The largest value of products.id, a 32-bit INTEGER column.
+CATALOG_ID_MAX = 2**31 - 1
 PLANOGRAM_COMMAND_LIFETIME_S = PlanogramCommand.MAX_LIFETIME_S
 # The contract limits product names to 100 characters.
 CONTRACT_NAME_CHARS = 100
@@ -131,8 +133,15 @@ def planogram_product_id(product_id: int) -> str:
 
 @lru_cache(maxsize=4096)
 def parse_planogram_product_id(text: str) -> int | None:
-    """Return the catalog id named by a contract product id, or None if it names none."""
-    return int(text) if text.isascii() and text.isdigit() else None
+    """Return the catalog id named by a contract product id, or None if it names none.
+
+    Digits beyond the 32-bit range of ``products.id``, such as a 13-digit barcode, name no
+    catalog product: a lookup with them would fail on PostgreSQL.
+    """
+    if not (text.isascii() and text.isdigit()):
+        return None
+    number = int(text)
+    return number if number <= CATALOG_ID_MAX else None
 
 
 # --- Reading --------------------------------------------------------------------------------
