@@ -279,7 +279,7 @@ class IngestWorker:
         self._publish_acks(result)
 
     def _without_failed(self, batch: list[ReceivedMessage]) -> list[ReceivedMessage]:
-        remaining = []
+        unseen = []
         for message in batch:
             if _digest(message) in self._failed:
                 # Already in the dead letters, and left unacknowledged like the first time.
@@ -290,8 +290,8 @@ class IngestWorker:
                     message.topic[:256],
                 )
             else:
-                remaining.append(message)
-        return remaining
+                unseen.append(message)
+        return unseen
 
     def _dead_letter(self, message: ReceivedMessage, error: Exception) -> None:
         logger.exception(
