@@ -349,7 +349,9 @@ def run(
         "ZHIGUI_INGEST_BATCH_SIZE": str(args.batch_size),
         "ZHIGUI_INGEST_BATCH_LATENCY_MS": str(args.batch_latency_ms),
     }
+    # Deleted after a run that succeeds, kept for reading after one that fails.
     logs = tempfile.mkdtemp(prefix="bench-ingest-")
+    succeeded = False
     processes = []
     for index in range(workers):
         log = open(Path(logs) / f"worker-{index}.log", "wb")  # noqa: SIM115
@@ -417,10 +419,15 @@ def run(
         outcomes = [results.get(timeout=RUN_TIMEOUT_S) for _ in publishers]
         for process in publishers:
             process.join()
+        succeeded = True
     finally:
         for process in processes:
             process.terminate()
             process.wait()
+        if succeeded:
+            shutil.rmtree(logs, ignore_errors=True)
+        else:
+            print(f"the workers' logs are in {logs}", file=sys.stderr)
     first = resumed if args.backlog else min(outcome[0] for outcome in outcomes)
     last = committed if args.backlog else max(outcome[1] for outcome in outcomes)
     latencies = sorted(value for outcome in outcomes for value in outcome[2])
