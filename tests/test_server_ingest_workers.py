@@ -7,6 +7,7 @@ Ack names it and send the unacknowledged ones again, so a killed worker costs de
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -303,6 +304,37 @@ def test_ingest_command_needs_schema(
 
     assert status == 1
     assert "needs revision 0002_purchases" in capsys.readouterr().err
+
+
+def test_worker_module_needs_database(tmp_path: Path) -> None:
+    """`python -m fleet_server.ingest` exits at once, in one line, when the database is down."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "ZHIGUI_DATABASE_URL": f"postgresql+psycopg://zhigui@127.0.0.1:{closed_port}/none",
+        "ZHIGUI_MQTT_HOST": "127.0.0.1",
+        "ZHIGUI_MQTT_PORT": str(closed_port),
+    }
+    for name in ("ZHIGUI_MODE", "ZHIGUI_SECRET_KEY", "ZHIGUI_SETTINGS_FILE"):
+        env.pop(name, None)
+
+    finished = subprocess.run(
+        [sys.executable, "-m", "fleet_server.ingest"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert finished.returncode == 1
+    errors = [line for line in finished.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, finished.stderr
+    assert "cannot connect to the database" in errors[0]
+    assert "check ZHIGUI_DATABASE_URL" in errors[0]
+    assert "Traceback" not in finished.stderr
 
 
 # --- Two worker processes, one killed ----------------------------------------------------------

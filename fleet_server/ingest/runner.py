@@ -6,7 +6,8 @@ import signal
 import threading
 from types import FrameType
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from fleet_server.core.config import ServerSettings, SettingsError, load_settings
@@ -136,6 +137,19 @@ def run_worker_until_signal() -> int:
         echo=settings.database_echo,
         sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
     )
+    try:
+        # A worker without its database would subscribe, log "ready" and fail every batch.
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except DBAPIError as error:
+        engine.dispose()
+        detail = str(error.orig).splitlines()[0] if error.orig else str(error)
+        logger.error(
+            "cannot connect to the database: %s; check ZHIGUI_DATABASE_URL and that the "
+            "database is up",
+            detail,
+        )
+        return EXIT_FAILURE
     try:
         return run_worker(settings, engine)
     except ConnectionError as error:
