@@ -204,7 +204,7 @@ def run(
     observe: Callable[[SessionRecord], None] | None = None,
     noise_band_mg: int = DEFAULT_NOISE_BAND_MG,
 ) -> Tally:
-    """Run ``sessions`` sessions; ``observe``, if given, sees each one after it is decoded."""
+    """Run ``sessions`` sessions; ``observe``, if given, receives each one after decoding."""
     rng = random.Random(seed)
     rig = Rig(seed)
     decoder = ItemDecoder(_weights(), noise_band_mg=noise_band_mg)
@@ -256,8 +256,8 @@ def run(
     return tally
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_session_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options that choose the sessions: count, worker processes, seed, fix-after."""
     parser.add_argument("--sessions", type=int, default=10_000, help="sessions in total")
     parser.add_argument("--workers", type=int, default=2, help="processes sharing the sessions")
     parser.add_argument("--seed", type=int, default=1, help="seed of the first worker")
@@ -267,6 +267,18 @@ def main() -> None:
         default=MISPLACED_FIX_AFTER,
         help="visits after a misplaced-pack report until the operator moves the pack home",
     )
+
+
+def split_sessions(sessions: int, workers: int) -> list[int]:
+    """Return each worker's number of sessions; the first takes the remainder."""
+    share = [sessions // workers] * workers
+    share[0] += sessions - sum(share)
+    return share
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_session_arguments(parser)
     parser.add_argument(
         "--noise-band-mg",
         type=int,
@@ -280,8 +292,7 @@ def main() -> None:
     assert not conflicts, [c.describe() for c in conflicts]
     warnings = check_returns(shelves)
 
-    share = [args.sessions // args.workers] * args.workers
-    share[0] += args.sessions - sum(share)
+    share = split_sessions(args.sessions, args.workers)
     started = time.perf_counter()
     with multiprocessing.Pool(args.workers) as pool:
         jobs = [

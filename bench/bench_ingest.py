@@ -256,9 +256,9 @@ def publisher_process(
     def on_subscribe(*args: object) -> None:
         subscribed[0] = True
 
-    # One thread drives paho's loop, as a cabinet's single connection would: a network
-    # thread would cost a wake-up and a switch of the interpreter lock per publish, and
-    # the publishers share the two cores with the workers they load.
+    # This thread drives paho's loop itself. A network thread would cost a wake-up and a
+    # switch of the interpreter lock per publish, and the publishers share the two cores
+    # with the workers that they load.
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:8]}")
     # No in-flight limit: with one, paho walks every unconfirmed message on each PUBACK.
     client.max_inflight_messages_set(0)

@@ -15,10 +15,10 @@ settled weight change. A session counts as settled if the net change or the step
 decode with certainty, and steps take precedence when both do.
 
 ``--plateaus`` measures whether those steps exist. It samples the shelves every
-0.1 s while the door is open, runs the agent's stability detector
-(``kiosk_agent.weighing.ShelfWindow``) on the readings, and counts on each
-shelf the stable levels that differ by at least ``LEVEL_STEP_MG`` between the
-weight before the visit and the weight after it.
+0.1 s while the door is open and runs the agent's stability detector
+(``kiosk_agent.weighing.ShelfWindow``) on the readings. Then it counts, on each
+shelf, the stable levels between the weight before the visit and the weight after
+it that differ by at least ``LEVEL_STEP_MG``.
 """
 
 import argparse
@@ -162,15 +162,7 @@ def plateaus(seed: int, sessions: int, pause_s: tuple[float, float], settle_s: f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sessions", type=int, default=10_000, help="sessions in total")
-    parser.add_argument("--workers", type=int, default=2, help="processes sharing the sessions")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the first worker")
-    parser.add_argument(
-        "--fix-after",
-        type=int,
-        default=bench.MISPLACED_FIX_AFTER,
-        help="visits after a misplaced-pack report until the operator moves the pack home",
-    )
+    bench.add_session_arguments(parser)
     parser.add_argument(
         "--plateaus", action="store_true", help="count the steps the agent could see instead"
     )
@@ -190,8 +182,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    share = [args.sessions // args.workers] * args.workers
-    share[0] += args.sessions - sum(share)
+    share = bench.split_sessions(args.sessions, args.workers)
     seeds = [args.seed + i for i in range(args.workers)]
     work = list(zip(seeds, share, strict=True))
     started = time.perf_counter()

@@ -16,8 +16,8 @@ from kiosk_agent.contract import (
 # A JSON escape of the NUL character: a backslash that no other backslash escapes, then
 # u0000. PostgreSQL stores no NUL in text or jsonb, so such a message would fail its batch.
 NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
-# Reports convert times to Asia/Shanghai and count weeks forward, which overflows Python's
-# datetime near the end of year 9999. No cabinet records a sale that late.
+# Posting to the reports converts times to Asia/Shanghai, which overflows Python's datetime
+# after 9999-12-31T16:00Z. The limit leaves a wide margin, and no cabinet sells that late.
 LATEST_TIME = datetime(9000, 1, 1, tzinfo=UTC)
 
 

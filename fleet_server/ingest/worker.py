@@ -61,9 +61,9 @@ QUEUE_BATCHES = 10
 # brokers take any number of in-flight messages from a client.
 MAX_INFLIGHT_ACKS = 0
 INGESTED_CHANNELS = (Channel.SALES, Channel.EVENTS)
-# Messages that failed alone and went to the dead letters, remembered so that the
-# cabinet's resends skip the database: each resend would fail its whole batch again and
-# make the worker commit that batch's messages one by one.
+# Messages that failed alone and went to the dead letters are remembered, so that the
+# cabinets' resends skip the database. Each resend would fail its whole batch again, and
+# the worker would then commit that batch's messages one by one.
 FAILED_MESSAGES_REMEMBERED = 10_000
 
 
