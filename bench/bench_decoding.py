@@ -35,6 +35,7 @@ from kiosk_agent.decoding import (
     ItemDecoder,
     KnownPack,
     ProductWeight,
+    check_misplaced,
     check_planogram,
     check_returns,
 )
@@ -48,12 +49,21 @@ from simulator.students import StudentBehaviour, VisitResult, visit
 # spread at three standard deviations, so every pack is within 10 % of its label.
 SPREAD = 0.033
 TOLERANCE = 0.10
-PRODUCTS = (
-    Product("jinzhai-green-tea-250g", "金寨绿茶 250 g", 250.0),
-    Product("dangshan-pear-crisps-80g", "砀山梨片 80 g", 80.0),
-    Product("yuexi-bamboo-shoots-200g", "岳西笋干 200 g", 200.0),
-    Product("huangshan-sesame-cake-150g", "黄山烧饼 150 g", 150.0),
-)
+TEA = Product("jinzhai-green-tea-250g", "金寨绿茶 250 g", 250.0)
+CRISPS = Product("dangshan-pear-crisps-80g", "砀山梨片 80 g", 80.0)
+SHOOTS = Product("yuexi-bamboo-shoots-200g", "岳西笋干 200 g", 200.0)
+SESAME = Product("huangshan-sesame-cake-150g", "黄山烧饼 150 g", 150.0)
+# The products of shelves 0 to 3 in each layout; shelves 0 and 1 are behind door 0,
+# shelves 2 and 3 behind door 1. Only "apart" passes check_misplaced: in the others
+# a misplaced tea weighs like three crisps, or a sesame cake like two crisps.
+LAYOUTS = {
+    "apart": (TEA, SESAME, CRISPS, SHOOTS),
+    "tea-with-crisps": (TEA, CRISPS, SHOOTS, SESAME),
+    "tea-with-shoots": (TEA, SHOOTS, CRISPS, SESAME),
+}
+DEFAULT_LAYOUT = "apart"
+DOORS = 2
+SHELVES = 4
 STOCK = 30
 # An operator's round, about once a day for a busy cabinet: misplaced packs go
 # home and every shelf is filled up again.
@@ -96,14 +106,18 @@ class Tally:
         )
 
 
-def _config(seed: int, settle_s: float = SETTLE_S) -> CabinetConfig:
+def door_of_shelf(shelf: int) -> int:
+    return shelf * DOORS // SHELVES
+
+
+def _config(layout: str, seed: int, settle_s: float = SETTLE_S) -> CabinetConfig:
     shelves = tuple(
-        ShelfSpec(door=index * 2 // len(PRODUCTS), stock=(Stock(product, STOCK),))
-        for index, product in enumerate(PRODUCTS)
+        ShelfSpec(door=door_of_shelf(index), stock=(Stock(product, STOCK),))
+        for index, product in enumerate(LAYOUTS[layout])
     )
     return CabinetConfig(
-        doors=2,
-        shelves=len(PRODUCTS),
+        doors=DOORS,
+        shelves=SHELVES,
         seed=seed,
         unit_weight_spread=SPREAD,
         scale=ScaleSettings(settle_s=settle_s),
@@ -111,13 +125,23 @@ def _config(seed: int, settle_s: float = SETTLE_S) -> CabinetConfig:
     )
 
 
-def _weights() -> list[ProductWeight]:
+def _weights(layout: str) -> list[ProductWeight]:
+    """Return the planogram's products in shelf order."""
     return [
         ProductWeight(
             p.product_id, round(p.unit_weight_g * 1000), round(p.unit_weight_g * 1000 * TOLERANCE)
         )
-        for p in PRODUCTS
+        for p in LAYOUTS[layout]
     ]
+
+
+def check_layout(layout: str) -> tuple[list[str], list[str]]:
+    """Return what the planogram check and the misplaced-pack check list for ``layout``."""
+    shelves = {shelf: [weight] for shelf, weight in enumerate(_weights(layout))}
+    doors = {shelf: door_of_shelf(shelf) for shelf in shelves}
+    conflicts = check_planogram(shelves, max_items=DEFAULT_CHECKED_ITEMS)
+    misplaced = check_misplaced(shelves, doors)
+    return [c.describe() for c in conflicts], [c.describe() for c in misplaced]
 
 
 @dataclass(frozen=True)
@@ -135,9 +159,9 @@ class SessionRecord:
 class Rig:
     """A cabinet on a manual clock with a host link in the same thread."""
 
-    def __init__(self, seed: int, settle_s: float = SETTLE_S) -> None:
+    def __init__(self, seed: int, settle_s: float = SETTLE_S, layout: str = DEFAULT_LAYOUT) -> None:
         self.clock = ManualClock(1000.0)
-        self.cabinet = Cabinet(_config(seed, settle_s), self.clock)
+        self.cabinet = Cabinet(_config(layout, seed, settle_s), self.clock)
         self.host = HostLink(timing=LinkTiming(self.cabinet.config.baud))
         self.cabinet.start()
         self.exchange()
@@ -162,7 +186,7 @@ class Rig:
         self.exchange()
 
     def stable_weights(self) -> dict[int, int]:
-        windows = {shelf: ShelfWindow() for shelf in range(len(PRODUCTS))}
+        windows = {shelf: ShelfWindow() for shelf in range(SHELVES)}
         deadline = self.clock.now() + SETTLE_LIMIT_S
         while True:
             self.clock.advance(SAMPLE_S)
@@ -176,7 +200,7 @@ class Rig:
                 weight = windows[shelf].stable_weight(now)
                 if weight is not None:
                     stable[shelf] = weight
-            if len(stable) == len(PRODUCTS) or now > deadline:
+            if len(stable) == SHELVES or now > deadline:
                 return stable
 
 
@@ -189,9 +213,10 @@ def _stock_on_shelves(cabinet: Cabinet) -> dict[int, dict[str, int]]:
         }
 
 
-def _restock(cabinet: Cabinet) -> None:
-    for shelf, product in enumerate(PRODUCTS):
-        for other in PRODUCTS:
+def _restock(cabinet: Cabinet, layout: str) -> None:
+    products = LAYOUTS[layout]
+    for shelf, product in enumerate(products):
+        for other in products:
             if other is not product:
                 cabinet.set_stock(shelf, other.product_id, 0)
         cabinet.set_stock(shelf, product.product_id, STOCK)
@@ -203,13 +228,14 @@ def run(
     fix_after: int = MISPLACED_FIX_AFTER,
     observe: Callable[[SessionRecord], None] | None = None,
     noise_band_mg: int = DEFAULT_NOISE_BAND_MG,
+    layout: str = DEFAULT_LAYOUT,
 ) -> Tally:
     """Run ``sessions`` sessions; ``observe``, if given, receives each one after decoding."""
     rng = random.Random(seed)
-    rig = Rig(seed)
-    decoder = ItemDecoder(_weights(), noise_band_mg=noise_band_mg)
-    homes = {p.product_id: [shelf] for shelf, p in enumerate(PRODUCTS)}
-    stock = {shelf: {p.product_id: STOCK} for shelf, p in enumerate(PRODUCTS)}
+    rig = Rig(seed, layout=layout)
+    decoder = ItemDecoder(_weights(layout), noise_band_mg=noise_band_mg)
+    homes = {p.product_id: [shelf] for shelf, p in enumerate(LAYOUTS[layout])}
+    stock = {shelf: {p.product_id: STOCK} for shelf, p in enumerate(LAYOUTS[layout])}
     tally = Tally(review_reasons=Counter())
     fix_at: list[int] = []
     # The misplaced packs the decoder measured, tracked from its results as the agent does.
@@ -249,7 +275,7 @@ def run(
         if decoding.misplaced:
             fix_at.append(number + fix_after)
         if (number + 1) % RESTOCK_EVERY == 0 or (fix_at and fix_at[0] <= number):
-            _restock(rig.cabinet)
+            _restock(rig.cabinet, layout)
             fix_at.clear()
             known = {}
         stock = _stock_on_shelves(rig.cabinet)
@@ -266,6 +292,12 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=MISPLACED_FIX_AFTER,
         help="visits after a misplaced-pack report until the operator moves the pack home",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=sorted(LAYOUTS),
+        default=DEFAULT_LAYOUT,
+        help="which products share a door (see LAYOUTS)",
     )
 
 
@@ -287,16 +319,16 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    shelves = {shelf: [weight] for shelf, weight in enumerate(_weights())}
-    conflicts = check_planogram(shelves, max_items=DEFAULT_CHECKED_ITEMS)
-    assert not conflicts, [c.describe() for c in conflicts]
+    shelves = {shelf: [weight] for shelf, weight in enumerate(_weights(args.layout))}
+    conflicts, misplaced = check_layout(args.layout)
+    assert not conflicts, conflicts
     warnings = check_returns(shelves)
 
     share = split_sessions(args.sessions, args.workers)
     started = time.perf_counter()
     with multiprocessing.Pool(args.workers) as pool:
         jobs = [
-            (args.seed + i, n, args.fix_after, None, args.noise_band_mg)
+            (args.seed + i, n, args.fix_after, None, args.noise_band_mg, args.layout)
             for i, n in enumerate(share)
         ]
         parts = pool.starmap(run, jobs)
@@ -306,9 +338,18 @@ def main() -> None:
         total.add(part)
 
     print(f"python {platform.python_version()} on {platform.machine()}, {args.workers} workers")
-    print(f"planogram: {len(PRODUCTS)} shelves, tolerance {TOLERANCE:.0%}, spread sd {SPREAD:.1%}")
+    print(f"planogram: {SHELVES} shelves, tolerance {TOLERANCE:.0%}, spread sd {SPREAD:.1%}")
+    for door in range(DOORS):
+        layout = enumerate(LAYOUTS[args.layout])
+        names = [p.name for shelf, p in layout if door_of_shelf(shelf) == door]
+        print(f"  door {door}: {', '.join(names)}")
     print(f"  passes the shelf check up to {DEFAULT_CHECKED_ITEMS} packs")
     print(f"  return coincidences listed by check_returns: {len(warnings)}")
+    if misplaced:
+        print(f"  rejected by check_misplaced: {len(misplaced)} misplaced packs, such as")
+        print(f"    {misplaced[0]}")
+    else:
+        print("  passes check_misplaced")
     print(f"  operator round every {RESTOCK_EVERY} sessions, and {args.fix_after}")
     print("  sessions after the agent reports a misplaced pack")
     print(f"decoder noise band: {args.noise_band_mg} mg")

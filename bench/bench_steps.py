@@ -44,8 +44,8 @@ LEVEL_STEP_MG = 20_000
 AFTER_CLOSE_S = 4.0
 
 
-def _home_shelf(product_id: str) -> int:
-    return next(i for i, p in enumerate(bench.PRODUCTS) if p.product_id == product_id)
+def _home_shelf(product_id: str, layout: str) -> int:
+    return next(i for i, p in enumerate(bench.LAYOUTS[layout]) if p.product_id == product_id)
 
 
 def decode_ideal_steps(
@@ -76,9 +76,9 @@ def decode_ideal_steps(
     return decoder.decode(stock, deltas, known_packs=known)
 
 
-def ideal_steps(seed: int, sessions: int, fix_after: int) -> Counter[str]:
+def ideal_steps(seed: int, sessions: int, fix_after: int, layout: str) -> Counter[str]:
     """Run bench_decoding's sessions and tally the net and the ideal-step decodings."""
-    decoder = ItemDecoder(bench._weights())
+    decoder = ItemDecoder(bench._weights(layout))
     rng = random.Random(seed + 1_000_003)
     tally: Counter[str] = Counter()
 
@@ -102,18 +102,20 @@ def ideal_steps(seed: int, sessions: int, fix_after: int) -> Counter[str]:
             tally["settled by steps only"] += 1
         if not chosen.certain:
             took_misplaced = any(
-                _home_shelf(e.item.product_id) != e.shelf for e in record.visit.taken
+                _home_shelf(e.item.product_id, layout) != e.shelf for e in record.visit.taken
             )
             tally["review, a pick took a misplaced pack"] += took_misplaced
 
-    bench.run(seed, sessions, fix_after, observe)
+    bench.run(seed, sessions, fix_after, observe, layout=layout)
     return tally
 
 
-def plateaus(seed: int, sessions: int, pause_s: tuple[float, float], settle_s: float) -> Counter:
+def plateaus(
+    seed: int, sessions: int, pause_s: tuple[float, float], settle_s: float, layout: str
+) -> Counter:
     """Count, per shelf touched in a visit, its picks against the stable steps seen."""
     rng = random.Random(seed)
-    rig = bench.Rig(seed, settle_s)
+    rig = bench.Rig(seed, settle_s, layout)
     behaviour = StudentBehaviour(
         pause_s=pause_s,
         leave_open_p=bench.BEHAVIOUR.leave_open_p,
@@ -156,7 +158,7 @@ def plateaus(seed: int, sessions: int, pause_s: tuple[float, float], settle_s: f
         for shelf, count in picks.items():
             tally[(count, len(levels.get(shelf, [])) - 1)] += 1
         if (number + 1) % bench.RESTOCK_EVERY == 0:
-            bench._restock(rig.cabinet)
+            bench._restock(rig.cabinet, layout)
     return tally
 
 
@@ -188,15 +190,16 @@ def main() -> None:
     started = time.perf_counter()
     with multiprocessing.Pool(args.workers) as pool:
         if args.plateaus:
-            timing = (tuple(args.pause_s), args.settle_s)
-            parts = pool.starmap(plateaus, [(seed, n, *timing) for seed, n in work])
+            options = (tuple(args.pause_s), args.settle_s, args.layout)
+            parts = pool.starmap(plateaus, [(seed, n, *options) for seed, n in work])
         else:
-            parts = pool.starmap(ideal_steps, [(seed, n, args.fix_after) for seed, n in work])
+            options = (args.fix_after, args.layout)
+            parts = pool.starmap(ideal_steps, [(seed, n, *options) for seed, n in work])
     elapsed = time.perf_counter() - started
     total: Counter = sum(parts, Counter())
 
     print(f"python {platform.python_version()} on {platform.machine()}, {args.workers} workers")
-    print(f"sessions: {args.sessions} in {elapsed:.0f} s, seeds {seeds}")
+    print(f"sessions: {args.sessions} in {elapsed:.0f} s, seeds {seeds}, layout {args.layout}")
     if args.plateaus:
         low, high = args.pause_s
         print(f"pause between picks {low}..{high} s, swing {args.settle_s} s")

@@ -79,6 +79,7 @@ from kiosk_agent.decoding import (
     ItemDecoder,
     KnownPack,
     ProductWeight,
+    check_misplaced,
     check_planogram,
 )
 from kiosk_agent.mqtt_link import LinkOptions, MqttLink
@@ -932,6 +933,17 @@ class KioskAgent:
                 command.version,
                 len(conflicts),
                 conflicts[0].describe(),
+            )
+        # Without every shelf's door, any pack may end up on any shelf.
+        doors = {shelf.shelf: shelf.door for shelf in command.shelves if shelf.door is not None}
+        every_door = doors if len(doors) == len(command.shelves) else None
+        misplaced = check_misplaced(shelves, every_door, limit=1)
+        if misplaced:
+            logger.warning(
+                "planogram %d lets misplaced packs pass for other products, e.g. %s; "
+                "sessions that take them go to review",
+                command.version,
+                misplaced[0].describe(),
             )
         self.planogram = command
         self.decoder = self._build_decoder()

@@ -456,6 +456,8 @@ class PlanogramProduct(ContractModel):
 
 class PlanogramShelf(ContractModel):
     shelf: ShelfIndex
+    # The door the shelf is behind; None where the operator did not give it.
+    door: DoorIndex | None = None
     # Number of items that fit on the shelf, for restock planning.
     capacity_items: Count
     products: Annotated[list[PlanogramProduct], Field(max_length=64)]

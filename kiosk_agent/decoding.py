@@ -39,6 +39,17 @@ avoid them all, so decoding relies on the prior: a visit that really matches
 one is charged as the plain take, or goes to review when the likelihoods say
 otherwise.
 
+Misplaced packs. A pack put back on another shelf behind the same door lies
+there until the operator's round, and the next students may take it. If it
+weighs about as much as a take of the shelf's own packs (one 250 g tea and
+three 80 g crisps), most visits that take either go to review, and the same
+weights can make a visit that puts a pack back be charged wrongly.
+``check_misplaced`` estimates, for each product and each other shelf behind
+its door, the share of the visits taking one such pack, or taking own packs
+that weigh like it, that the decoder cannot settle. It lists the pair when
+that share exceeds ``MISPLACED_REVIEW_SHARE``; the fleet server then rejects
+the layout. Products that weigh like that belong behind different doors.
+
 Known packs. A pack lying on a shelf that is not its home sits among packs of
 other weights, which the planogram check does not keep apart: one 250 g tea
 weighs about three 80 g crisps. When a certain decoding puts such a pack down,
@@ -67,6 +78,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import lru_cache
+from statistics import NormalDist
 
 # Default three standard deviations of the error of a weight change (after
 # minus before): ADC noise, residual swing and creep during one session.
@@ -109,6 +121,14 @@ PLAUSIBLE_ODDS = 10_000.0
 # In bench/bench_known_packs.py, 2.5 charges no more wrongly than label
 # weights do, and 3 gives up what known weights gain in bench/bench_decoding.py.
 Z_KNOWN_RIVAL = 2.5
+# ``check_misplaced`` lists a misplaced pack when the decoder could not settle more
+# than this share (one in twenty) of the visits that take it, or that take own packs
+# weighing like it. In bench/bench_decoding.py the two layouts it lists send 0.5 % and
+# 1.2 % of all sessions to review, and the one it passes 0.03 %.
+MISPLACED_REVIEW_SHARE = 0.05
+# ``check_misplaced`` tries the misplaced pack taken alone or with up to this many
+# of the shelf's own packs.
+MISPLACED_TAKEN_WITH = 1
 # Combining shelves stops, and the session goes to review, past this many
 # combinations of per-shelf explanations.
 MAX_COMBINATIONS = 4_096
@@ -207,6 +227,34 @@ class Conflict:
 
 
 @dataclass(frozen=True, slots=True)
+class MisplacedConflict:
+    """A pack of ``product`` lying on ``shelf``, away from its ``home`` shelf behind the same
+    door, whose take weighs too nearly like a take of the shelf's own packs.
+
+    ``taken`` is the take with the misplaced pack (negative counts) and ``rival`` the take
+    of own packs it passes for. ``review_share`` estimates the share of visits with one of
+    the two takes that the decoder cannot settle.
+    """
+
+    shelf: int
+    home: int
+    product: str
+    taken: tuple[tuple[str, int], ...]
+    rival: tuple[tuple[str, int], ...]
+    review_share: float
+
+    def describe(self) -> str:
+        def side(counts: tuple[tuple[str, int], ...]) -> str:
+            return " + ".join(f"{-n} x {product}" for product, n in counts) or "nothing"
+
+        return (
+            f"shelf {self.shelf}: a {self.product} pack put there from shelf {self.home} "
+            f"makes {side(self.taken)} weigh about as much as {side(self.rival)} "
+            f"({self.review_share:.0%} of such visits to review)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ShelfResult:
     shelf: int
     delta_mg: int
@@ -263,11 +311,23 @@ def _candidate(
 def _take_combinations(
     stock: Sequence[tuple[str, int]], max_items: int
 ) -> Iterable[tuple[tuple[str, int], ...]]:
-    """Yield every way to take at most ``max_items`` packs from ``stock``."""
-    ranges = [range(min(count, max_items) + 1) for _, count in stock]
-    for taken in itertools.product(*ranges):
-        if sum(taken) <= max_items:
-            yield tuple((product, -n) for (product, _), n in zip(stock, taken, strict=True))
+    """Yield every way to take at most ``max_items`` packs from ``stock``, in the order of
+    ``itertools.product`` over the counts.
+
+    Only counts within the limit are visited: eight products and four packs make 495
+    takes, where the product of the ranges would have 390,625.
+    """
+
+    def takes_from(index: int, left: int) -> Iterable[tuple[tuple[str, int], ...]]:
+        if index == len(stock):
+            yield ()
+            return
+        product, count = stock[index]
+        for n in range(min(count, left) + 1):
+            for rest in takes_from(index + 1, left - n):
+                yield ((product, -n), *rest)
+
+    yield from takes_from(0, max_items)
 
 
 def _overlaps(shelf: int, candidates: Iterable[Candidate]) -> list[Conflict]:
@@ -345,6 +405,161 @@ def check_planogram(
     for shelf, products in sorted(shelves.items()):
         conflicts += check_shelf(shelf, products, max_items=max_items, noise_band_mg=noise_band_mg)
     return conflicts
+
+
+def check_misplaced(
+    shelves: Mapping[int, Sequence[ProductWeight]],
+    doors: Mapping[int, int] | None = None,
+    *,
+    max_items: int = DEFAULT_CHECKED_ITEMS,
+    noise_band_mg: int = DEFAULT_NOISE_BAND_MG,
+    limit: int | None = None,
+) -> list[MisplacedConflict]:
+    """Return, per shelf and product from another shelf, a misplaced pack's take that the
+    decoder could not settle often enough.
+
+    ``doors`` maps shelf to the door it is behind; without it every shelf counts as
+    behind one door. A pack can be put back only on a shelf behind the door the
+    student opened, so only products behind the same door are tried on each shelf.
+    The misplaced pack is taken alone or with up to ``MISPLACED_TAKEN_WITH`` own
+    packs, and each rival takes up to ``max_items`` own packs. A conflict is listed
+    when either estimate of ``_review_shares`` exceeds ``MISPLACED_REVIEW_SHARE``.
+    The search stops after ``limit`` conflicts.
+    """
+    if doors is not None:
+        missing = sorted(set(shelves) - set(doors))
+        if missing:
+            raise ValueError(f"shelves {missing} have no door")
+    door_of = doors if doors is not None else dict.fromkeys(shelves, 0)
+    everything = {p.product_id: p for products in shelves.values() for p in products}
+    # Shelves with the same products give the same answer for the same misplaced product.
+    found: dict[tuple[tuple[str, ...], str], tuple[Candidate, Candidate, float] | None] = {}
+
+    conflicts: list[MisplacedConflict] = []
+    for shelf, products in sorted(shelves.items()):
+        own = tuple(sorted({p.product_id for p in products}))
+        rivals: _Takes | None = None
+        for home, home_products in sorted(shelves.items()):
+            if home == shelf or door_of[home] != door_of[shelf]:
+                continue
+            for misplaced in home_products:
+                if misplaced.product_id in own:
+                    continue
+                key = (own, misplaced.product_id)
+                if key not in found:
+                    if rivals is None:
+                        rivals = _Takes(own, everything, max_items, noise_band_mg)
+                    found[key] = _misplaced_take(misplaced, rivals, everything, noise_band_mg)
+                worst = found[key]
+                if worst is None:
+                    continue
+                taken, rival, share = worst
+                conflicts.append(
+                    MisplacedConflict(
+                        shelf, home, misplaced.product_id, taken.counts, rival.counts, share
+                    )
+                )
+                if limit is not None and len(conflicts) >= limit:
+                    return conflicts
+    return conflicts
+
+
+class _Takes:
+    """Every way to take up to ``max_items`` packs of ``products``, sorted by mean."""
+
+    def __init__(
+        self,
+        products: Sequence[str],
+        weights: Mapping[str, ProductWeight],
+        max_items: int,
+        noise_band_mg: int,
+    ) -> None:
+        stock = [(product, max_items) for product in products]
+        self.candidates = sorted(
+            (
+                _candidate(take, weights, noise_band_mg)
+                for take in _take_combinations(stock, max_items)
+            ),
+            key=lambda c: c.mean_mg,
+        )
+        self.means = [c.mean_mg for c in self.candidates]
+        self.widest_sigma_mg = max(c.sigma_mg for c in self.candidates)
+        # The takes a misplaced pack can join.
+        few = [(product, MISPLACED_TAKEN_WITH) for product in products]
+        self.companions = list(_take_combinations(few, MISPLACED_TAKEN_WITH))
+
+    def near(self, mean_mg: int, reach_mg: float) -> Sequence[Candidate]:
+        start = bisect.bisect_left(self.means, mean_mg - reach_mg)
+        end = bisect.bisect_right(self.means, mean_mg + reach_mg)
+        return self.candidates[start:end]
+
+
+def _misplaced_take(
+    misplaced: ProductWeight,
+    rivals: _Takes,
+    weights: Mapping[str, ProductWeight],
+    noise_band_mg: int,
+) -> tuple[Candidate, Candidate, float] | None:
+    """Return a take with ``misplaced``, a rival, and their review share over
+    ``MISPLACED_REVIEW_SHARE``, the pair with the fewest packs first; or None."""
+    pack_sigma = misplaced.tolerance_mg / PACK_SIGMAS_PER_TOLERANCE
+    worst: tuple[Candidate, Candidate, float] | None = None
+    worst_packs = 0
+    for own_take in rivals.companions:
+        taken = _candidate((*own_take, (misplaced.product_id, -1)), weights, noise_band_mg)
+        own = _candidate(own_take, weights, noise_band_mg)
+        # Past this distance both estimates of ``_review_shares`` stay below the threshold.
+        reach = max(
+            Z_KNOWN_RIVAL * rivals.widest_sigma_mg + _MISPLACED_TAIL_Z * taken.sigma_mg,
+            Z_CHECK * math.hypot(own.sigma_mg, noise_band_mg / 3)
+            + _MISPLACED_TAIL_Z * math.hypot(rivals.widest_sigma_mg, pack_sigma),
+        )
+        for rival in rivals.near(taken.mean_mg, reach):
+            share = max(_review_shares(pack_sigma, own, taken, rival, noise_band_mg))
+            if share <= MISPLACED_REVIEW_SHARE:
+                continue
+            # The fewest packs make the plainest example for the operator.
+            packs = -sum(n for _, n in taken.counts) - sum(n for _, n in rival.counts)
+            if worst is None or (packs, -share) < (worst_packs, -worst[2]):
+                worst, worst_packs = (taken, rival, share), packs
+    return worst
+
+
+# A normal lies more than this many standard deviations beyond a bound with
+# probability MISPLACED_REVIEW_SHARE.
+_MISPLACED_TAIL_Z = NormalDist().inv_cdf(1 - MISPLACED_REVIEW_SHARE)
+
+
+def _review_shares(
+    pack_sigma: float,
+    own: Candidate,
+    taken: Candidate,
+    rival: Candidate,
+    noise_band_mg: int,
+) -> tuple[float, float]:
+    """Estimate the shares of visits taking ``taken`` and of those taking ``rival`` that go
+    to review, once the agent has measured the misplaced pack.
+
+    ``own`` is ``taken`` without the misplaced pack. The decoder charges a measured pack
+    only if every plain rival lies ``Z_KNOWN_RIVAL`` standard deviations from the
+    reading, and charges a plain take only if the measured pack's candidate lies
+    ``Z_CHECK`` of its narrow spread away. Which weight the misplaced pack has varies
+    with its product's spread (``pack_sigma``), and the measurement's error is about
+    the noise's.
+    """
+    gap = taken.mean_mg - rival.mean_mg
+    taking_pack = _share_within(gap, taken.sigma_mg, Z_KNOWN_RIVAL * rival.sigma_mg)
+    known_sigma = math.hypot(own.sigma_mg, noise_band_mg / 3)
+    spread = math.hypot(rival.sigma_mg, pack_sigma)
+    taking_rival = _share_within(gap, spread, Z_CHECK * known_sigma)
+    return taking_pack, taking_rival
+
+
+def _share_within(mean: float, sigma: float, half_width: float) -> float:
+    """Return the probability that a normal of ``mean`` and ``sigma`` lies within
+    ``half_width`` of zero."""
+    scale = sigma * math.sqrt(2)
+    return 0.5 * (math.erf((half_width - mean) / scale) - math.erf((-half_width - mean) / scale))
 
 
 class ItemDecoder:

@@ -9,11 +9,13 @@ from hypothesis import strategies as st
 from kiosk_agent.decoding import (
     DEFAULT_CHECKED_ITEMS,
     DEFAULT_NOISE_BAND_MG,
+    MISPLACED_REVIEW_SHARE,
     RETURN_CHECKED_ITEMS,
     ItemDecoder,
     KnownPack,
     ProductWeight,
     ReviewReason,
+    check_misplaced,
     check_planogram,
     check_returns,
     check_shelf,
@@ -561,3 +563,99 @@ def test_known_pack_is_no_riskier_than_label(crisps_share: int) -> None:
                     assert dict(decoding.charged) == truth, (truth, deltas, known, decoding)
 
     assert settled["known"] > settled["label"]
+
+
+SESAME_150 = ProductWeight("sesame", 150_000, 15_000)
+SHOOTS_200 = ProductWeight("shoots", 200_000, 20_000)
+
+
+def test_misplaced_check_lists_tea_among_crisps() -> None:
+    shelves = {0: [TEA_10], 1: [CRISPS_80]}
+
+    conflicts = check_misplaced(shelves, {0: 0, 1: 0})
+
+    on_crisps = [c for c in conflicts if c.shelf == 1]
+    assert len(on_crisps) == 1
+    conflict = on_crisps[0]
+    assert conflict.home == 0
+    assert conflict.product == "tea"
+    assert conflict.taken == (("tea", -1),)
+    assert conflict.rival == (("crisps", -3),)
+    assert conflict.review_share > 0.5
+    assert "a tea pack put there from shelf 0" in conflict.describe()
+
+
+def test_misplaced_check_respects_doors() -> None:
+    shelves = {0: [TEA_10], 1: [CRISPS_80], 2: [SESAME_150], 3: [SHOOTS_200]}
+
+    apart = check_misplaced(shelves, {0: 0, 2: 0, 1: 1, 3: 1})
+    together = check_misplaced(shelves, {0: 0, 1: 0, 2: 1, 3: 1})
+    one_door = check_misplaced(shelves)
+
+    assert apart == []
+    assert (1, "tea") in {(c.shelf, c.product) for c in together}
+    assert all(c.home in (0, 1) for c in together if c.shelf in (0, 1))
+    assert (1, "tea") in {(c.shelf, c.product) for c in one_door}
+    assert (1, "sesame") in {(c.shelf, c.product) for c in one_door}
+
+
+def test_misplaced_check_skips_products_at_home() -> None:
+    shelves = {0: [TEA_10, CRISPS_80], 1: [CRISPS_80]}
+
+    conflicts = check_misplaced(shelves, {0: 0, 1: 0})
+
+    assert [(c.shelf, c.product) for c in conflicts] == [(1, "tea")]
+
+
+def test_misplaced_check_limit_and_doors() -> None:
+    shelves = {0: [TEA_10], 1: [CRISPS_80], 2: [SESAME_150]}
+
+    assert len(check_misplaced(shelves, limit=1)) == 1
+    with pytest.raises(ValueError, match=r"shelves \[2\] have no door"):
+        check_misplaced(shelves, {0: 0, 1: 0})
+
+
+@pytest.mark.parametrize(
+    ("misplaced", "own", "rival_packs"),
+    [
+        (TEA_10, CRISPS_80, 3),
+        (SESAME_150, CRISPS_80, 2),
+        (TEA_10, SESAME_150, 2),
+        (SHOOTS_200, CRISPS_80, 3),
+    ],
+)
+def test_misplaced_share_matches_decoder(
+    misplaced: ProductWeight, own: ProductWeight, rival_packs: int
+) -> None:
+    """The check's estimate agrees with how often the decoder itself sends such visits to
+    review: visits that take the misplaced pack after the agent measured it, and visits
+    that take as many own packs as weigh like it."""
+    rng = random.Random(31)
+    decoder = ItemDecoder([misplaced, own])
+    stock = {1: {own.product_id: 20, misplaced.product_id: 1}}
+    visits = 1_000
+    reviews = {"pack": 0, "rival": 0}
+    for _ in range(visits):
+        pack_mg = _draw_pack(rng, misplaced)
+        sigma_mg = 1_500.0
+        measured = round(pack_mg + rng.gauss(0, sigma_mg))
+        known = {1: [KnownPack(misplaced.product_id, measured, sigma_mg)]}
+        noise = DEFAULT_NOISE_BAND_MG / 3
+        taking_pack = -pack_mg + round(rng.gauss(0, noise))
+        taking_rival = -sum(_draw_pack(rng, own) for _ in range(rival_packs))
+        taking_rival += round(rng.gauss(0, noise))
+        for kind, delta in (("pack", taking_pack), ("rival", taking_rival)):
+            decoding = decoder.decode(stock, {1: delta}, known_packs=known)
+            reviews[kind] += not decoding.certain
+    simulated = max(reviews.values()) / visits
+
+    conflicts = check_misplaced({0: [misplaced], 1: [own]}, {0: 0, 1: 0})
+
+    listed = [c for c in conflicts if c.shelf == 1]
+    if simulated > 2 * MISPLACED_REVIEW_SHARE:
+        assert len(listed) == 1, reviews
+        assert listed[0].rival == ((own.product_id, -rival_packs),)
+        assert abs(listed[0].review_share - simulated) < 0.1, reviews
+    else:
+        assert simulated < MISPLACED_REVIEW_SHARE, reviews
+        assert listed == []

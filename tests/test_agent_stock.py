@@ -228,3 +228,32 @@ def test_restock_moves_misplaced_packs_home(agent: KioskAgent) -> None:
     assert agent.stock[0] == {TEA: CAPACITY}
     assert agent.stock[1] == {CRISPS: CAPACITY + 4}
     assert agent.known_packs == {}
+
+
+@pytest.mark.parametrize(
+    ("doors", "warned"),
+    [
+        pytest.param([0, 0, 1, 1], True, id="tea-and-crisps-share-a-door"),
+        pytest.param([0, 1, 1, 0], False, id="tea-and-crisps-apart"),
+    ],
+)
+def test_planogram_misplaced_packs_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, doors: list[int], warned: bool
+) -> None:
+    agent = KioskAgent(_settings(tmp_path), agent_version="test")
+    command = planogram_command(KIOSK_ID)
+    shelves = [
+        shelf.model_copy(update={"door": door})
+        for shelf, door in zip(command.shelves, doors, strict=True)
+    ]
+    try:
+        agent._apply_planogram(command.model_copy(update={"shelves": shelves}))
+
+        assert agent.planogram is not None
+        assert [shelf.door for shelf in agent.planogram.shelves] == doors
+    finally:
+        _close(agent)
+    messages = [r.getMessage() for r in caplog.records if "misplaced packs" in r.getMessage()]
+    assert len(messages) == int(warned), messages
+    if warned:
+        assert f"a {TEA} pack put there from shelf 0" in messages[0]

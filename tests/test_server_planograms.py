@@ -175,12 +175,119 @@ def test_return_coincidences_are_warnings(
 
     assert response.status_code == 200, response.json()
     warnings = response.json()["warnings"]
-    assert warnings, "2 x 100 g taken and a 200 g pack put back weigh nothing"
-    first = warnings[0]
+    returns = [warning for warning in warnings if warning["code"] == "return_coincidence"]
+    assert returns, "2 x 100 g taken and a 200 g pack put back weigh nothing"
+    first = returns[0]
     assert first["shelf"] == 0
-    assert first["code"] == "return_coincidence"
     assert "放回 1 件 霍邱大米" in first["message"]
     assert "不取商品" in first["message"]
+
+
+def door_body(catalog: dict[str, int], doors: tuple[int, int] | None) -> dict[str, object]:
+    """Return a planogram where a misplaced 200 g rice weighs like two 100 g teas."""
+    shelves: list[dict[str, object]] = [
+        {"shelf": 0, "capacity_items": 10, "products": [{"product_id": catalog["tea"]}]},
+        {"shelf": 1, "capacity_items": 10, "products": [{"product_id": catalog["rice"]}]},
+    ]
+    if doors is not None:
+        for shelf, door in zip(shelves, doors, strict=True):
+            shelf["door"] = door
+    return {"shelves": shelves}
+
+
+def test_misplaced_pack_behind_same_door_rejected(
+    api: TestClient,
+    world: World,
+    catalog: dict[str, int],
+    key: bytes,
+    publisher: RecordingPublisher,
+) -> None:
+    response = api.put(
+        planogram_url(world.a.kiosk_id),
+        json=door_body(catalog, (0, 0)),
+        headers=world.headers["operator_a"],
+    )
+
+    assert response.status_code == 422, response.json()
+    error = response.json()
+    assert error["code"] == "planogram_ambiguous"
+    misplaced = [detail for detail in error["details"] if detail["type"] == "misplaced_pack"]
+    assert misplaced, error["details"]
+    on_tea_shelf = [detail for detail in misplaced if detail["field"] == "body.shelves.0"]
+    assert len(on_tea_shelf) == 1
+    assert on_tea_shelf[0]["message"] == (
+        "层板 0：若有一件 霍邱大米 从层板 1 被放错到这里，1 件 霍邱大米 与 2 件 岳西翠兰 "
+        "重量相近，无法区分；请把这两种商品放在不同的柜门后"
+    )
+    assert "put the two products behind different doors" in on_tea_shelf[0]["message_en"]
+    assert publisher.commands == []
+
+
+def test_misplaced_pack_behind_other_door_accepted(
+    api: TestClient,
+    world: World,
+    catalog: dict[str, int],
+    key: bytes,
+    publisher: RecordingPublisher,
+) -> None:
+    response = api.put(
+        planogram_url(world.a.kiosk_id),
+        json=door_body(catalog, (0, 1)),
+        headers=world.headers["operator_a"],
+    )
+
+    assert response.status_code == 200, response.json()
+    saved = response.json()
+    assert [warning["code"] for warning in saved["warnings"]] == ["return_coincidence"] * len(
+        saved["warnings"]
+    )
+    assert [shelf["door"] for shelf in saved["planogram"]["shelves"]] == [0, 1]
+    command = publisher.commands[0]
+    assert isinstance(command, PlanogramCommand)
+    assert [shelf.door for shelf in command.shelves] == [0, 1]
+    again = api.get(planogram_url(world.a.kiosk_id), headers=world.headers["operator_a"])
+    assert [shelf["door"] for shelf in again.json()["shelves"]] == [0, 1]
+
+
+def test_misplaced_pack_without_doors_warned(
+    api: TestClient, world: World, catalog: dict[str, int], key: bytes
+) -> None:
+    response = api.put(
+        planogram_url(world.a.kiosk_id),
+        json=door_body(catalog, None),
+        headers=world.headers["operator_a"],
+    )
+
+    assert response.status_code == 200, response.json()
+    misplaced = [w for w in response.json()["warnings"] if w["code"] == "misplaced_pack"]
+    assert {warning["shelf"] for warning in misplaced} == {0}
+    assert "若有一件 霍邱大米 从层板 1 被放错到这里" in misplaced[0]["message"]
+
+
+def test_misplaced_pack_accepted_on_request(
+    api: TestClient,
+    world: World,
+    catalog: dict[str, int],
+    key: bytes,
+    seeded: sessionmaker[Session],
+) -> None:
+    body = door_body(catalog, (0, 0))
+    body["accept_misplaced_reviews"] = True
+
+    response = api.put(
+        planogram_url(world.a.kiosk_id), json=body, headers=world.headers["operator_a"]
+    )
+
+    assert response.status_code == 200, response.json()
+    misplaced = [w for w in response.json()["warnings"] if w["code"] == "misplaced_pack"]
+    assert {warning["shelf"] for warning in misplaced} == {0}
+    with session_scope(seeded) as session:
+        entries = list_audit_entries(session, object_type="cabinet", object_id=world.a.kiosk_id)
+        entry = entries[-1]
+        assert entry.action == "planogram.save"
+        assert entry.after is not None
+        assert entry.after["accept_misplaced_reviews"] is True
+        assert [shelf["door"] for shelf in entry.after["shelves"]] == [0, 0]
 
 
 def test_get_shows_county_and_sample_flag(
@@ -363,6 +470,21 @@ def test_scope_of_planogram_routes(
             422,
             "validation_failed",
             id="shelf-out-of-range",
+        ),
+        pytest.param(
+            [{"shelf": 0, "door": 256, "capacity_items": 5, "products": [{"product_id": "tea"}]}],
+            422,
+            "validation_failed",
+            id="door-out-of-range",
+        ),
+        pytest.param(
+            [
+                {"shelf": 0, "door": 0, "capacity_items": 5, "products": [{"product_id": "tea"}]},
+                {"shelf": 1, "capacity_items": 5, "products": [{"product_id": "rice"}]},
+            ],
+            422,
+            "validation_failed",
+            id="door-missing-on-one-shelf",
         ),
     ],
 )

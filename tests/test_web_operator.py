@@ -652,6 +652,76 @@ def test_planogram_verdict_next_to_shelf(
     assert layout == [(0, 30, [products["rice"], products["oil"]])]
 
 
+def test_planogram_misplaced_pack_needs_consent(
+    page: Page,
+    base_url: str,
+    campus: Campus,
+    products: dict[str, int],
+    seeded: sessionmaker[Session],
+) -> None:
+    sign_in(page, base_url, "operator-a")
+    page.goto(f"{base_url}/operator/cabinets/{campus.ok}/planogram")
+    page.select_option("#shelves-0-product-0", str(products["rice"]))
+    page.fill("#shelves-0-door", "0")
+    page.click("button[value='add_shelf']")
+    page.select_option("#shelves-1-product-0", str(products["tea"]))
+    door_of_new_shelf = page.input_value("#shelves-1-door")
+    consent_before = page.locator("[data-testid=accept-misplaced]").count()
+    page.click("[data-testid=save-planogram]")
+
+    verdict = page.inner_text("[data-shelf-index='0'] [data-testid=shelf-conflicts]")
+    page.check("[data-testid=accept-misplaced]")
+    page.click("[data-testid=save-planogram]")
+    saved = page.inner_text("[data-testid=planogram-saved]")
+    warning = page.inner_text("[data-shelf-index='0'] [data-testid=shelf-warnings]")
+    consent_after = page.locator("[data-testid=accept-misplaced]").count()
+    with seeded() as session:
+        planogram = session.scalars(sa.select(Planogram)).one()
+        doors = [shelf.door for shelf in planogram.shelves]
+
+    assert door_of_new_shelf == "0"
+    assert consent_before == 0
+    assert "若有一件 测试茶叶 从层板 1 被放错到这里" in verdict
+    assert "请把这两种商品放在不同的柜门后" in verdict
+    assert "已保存为版本 1" in saved
+    assert "若有一件 测试茶叶 从层板 1 被放错到这里" in warning
+    assert consent_after == 0
+    assert doors == [0, 0]
+
+
+def test_planogram_door_errors(
+    client: TestClient, campus: Campus, products: dict[str, int]
+) -> None:
+    csrf = signed_in_client(client, "operator-a")
+    form = {
+        "csrf_token": csrf,
+        "shelf_count": "3",
+        "shelves-0-shelf": "0",
+        "shelves-0-door": "0",
+        "shelves-0-capacity": "10",
+        "shelves-0-line_count": "1",
+        "shelves-0-product-0": str(products["rice"]),
+        "shelves-1-shelf": "1",
+        "shelves-1-door": "",
+        "shelves-1-capacity": "10",
+        "shelves-1-line_count": "1",
+        "shelves-1-product-0": str(products["oil"]),
+        "shelves-2-shelf": "2",
+        "shelves-2-door": "门二",
+        "shelves-2-capacity": "10",
+        "shelves-2-line_count": "1",
+        "shelves-2-product-0": str(products["tea"]),
+        "action": "save",
+    }
+
+    response = client.post(f"/operator/cabinets/{campus.ok}/planogram", data=form)
+
+    assert response.status_code == 422
+    assert "其他层板已填写柜门，请也填写此层板的柜门" in response.text
+    assert "应在 0 到 255 之间" in response.text
+    assert 'value="门二"' in response.text
+
+
 def test_planogram_field_errors_keep_input(
     client: TestClient, campus: Campus, products: dict[str, int]
 ) -> None:

@@ -93,6 +93,7 @@ class PlanogramShelf(Base):
     __tablename__ = "planogram_shelves"
     __table_args__ = (
         CheckConstraint("shelf BETWEEN 0 AND 255", name="shelf_range"),
+        CheckConstraint("door BETWEEN 0 AND 255", name="door_range"),
         CheckConstraint("capacity_items >= 1", name="capacity_items_positive"),
     )
 
@@ -101,6 +102,8 @@ class PlanogramShelf(Base):
     )
     # Shelf index on the cabinet's serial bus, as in the MQTT contract.
     shelf: Mapped[int] = mapped_column(Integer(), primary_key=True)
+    # Index of the door the shelf is behind; None where the operator did not give it.
+    door: Mapped[int | None] = mapped_column(Integer())
     # Number of items that fit on the shelf.
     capacity_items: Mapped[int] = mapped_column(Integer())
 

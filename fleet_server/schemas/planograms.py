@@ -11,10 +11,10 @@ from fleet_server.schemas.counties import CountySummary
 from fleet_server.schemas.products import SAMPLE_NOTICE, SAMPLE_NOTICE_EN, PriceFen
 
 # The planogram check enumerates every way to take up to four packs from a shelf, so its
-# work grows with the fourth power of the products there. With eight, a save took about
-# 0.06 s on the development machine (2 cores).
+# work grows with the fourth power of the products there: 495 ways with eight.
 MAX_PRODUCTS_PER_SHELF = 8
 MAX_SHELF_INDEX = 255
+MAX_DOOR_INDEX = 255
 MAX_CAPACITY_ITEMS = 10_000
 
 
@@ -28,6 +28,14 @@ class PlanogramLineIn(RequestModel):
 class PlanogramShelfIn(RequestModel):
     shelf: Annotated[int, Field(strict=True, ge=0, le=MAX_SHELF_INDEX)] = Field(
         description="shelf index on the cabinet's bus, 0 to 255"
+    )
+    door: Annotated[int, Field(strict=True, ge=0, le=MAX_DOOR_INDEX)] | None = Field(
+        default=None,
+        description=(
+            "index of the door the shelf is behind, 0 to 255; give it for every shelf or "
+            "for none. With doors, a layout where a pack put back on another shelf behind "
+            "the same door weighs like that shelf's own packs is rejected"
+        ),
     )
     capacity_items: Annotated[int, Field(strict=True, ge=1, le=MAX_CAPACITY_ITEMS)] = Field(
         description="number of packs that fit on the shelf"
@@ -54,6 +62,14 @@ class PlanogramUpdate(RequestModel):
         default=None,
         description="version the edit started from; a different current version gives 409",
     )
+    accept_misplaced_reviews: bool = Field(
+        default=False,
+        description=(
+            "save although, with the doors given, a pack put back on another shelf behind "
+            "the same door would pass for that shelf's own packs; the sessions that take "
+            "such a pack go to review, and the conflicts come back as warnings"
+        ),
+    )
 
     @model_validator(mode="after")
     def _check_unique_shelves(self) -> Self:
@@ -63,6 +79,20 @@ class PlanogramUpdate(RequestModel):
                 raise ValueError(f"shelf {shelf.shelf} is listed twice")
             seen.add(shelf.shelf)
         return self
+
+    @model_validator(mode="after")
+    def _check_doors_given_for_all(self) -> Self:
+        without = [shelf.shelf for shelf in self.shelves if shelf.door is None]
+        if without and len(without) < len(self.shelves):
+            raise ValueError(
+                f"shelves {without} have no door: give the door of every shelf or of none"
+            )
+        return self
+
+    def doors(self) -> dict[int, int] | None:
+        """Return shelf -> door, or None when the doors are not given."""
+        doors = {shelf.shelf: shelf.door for shelf in self.shelves if shelf.door is not None}
+        return doors or None
 
 
 class PlanogramProductPublic(BaseModel):
@@ -102,6 +132,7 @@ class PlanogramProductPublic(BaseModel):
 
 class PlanogramShelfPublic(BaseModel):
     shelf: int
+    door: int | None = Field(description="index of the door the shelf is behind, if given")
     capacity_items: int
     products: list[PlanogramProductPublic]
 
@@ -127,6 +158,7 @@ class PlanogramPublic(BaseModel):
             shelves=[
                 PlanogramShelfPublic(
                     shelf=shelf.shelf,
+                    door=shelf.door,
                     capacity_items=shelf.capacity_items,
                     products=[PlanogramProductPublic.from_model(line) for line in shelf.lines],
                 )
@@ -139,7 +171,7 @@ class PlanogramWarning(BaseModel):
     """A coincidence that a pack put back on a shelf could cause; the planogram still works."""
 
     shelf: int
-    code: str
+    code: str = Field(description="misplaced_pack or return_coincidence")
     message: str
     message_en: str
 

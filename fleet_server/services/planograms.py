@@ -2,8 +2,10 @@
 
 Saving runs the agent's own check (``kiosk_agent.decoding.check_planogram``). A shelf
 where two ways of taking packs weigh too nearly the same is rejected, because the cabinet
-could not tell them apart. Coincidences that only a pack put back on the wrong shelf can
-cause (``check_returns``) are returned as warnings.
+could not tell them apart. When the planogram gives each shelf's door, a product whose
+pack, put back on another shelf behind the same door, would pass for that shelf's own
+packs is rejected too (``check_misplaced``); without doors that is a warning. Coincidences
+that a pack put back only in the same visit can cause (``check_returns``) are warnings.
 
 Every save is a new version. The command is published after the version is committed, so
 a cabinet never has a version that the server lost. Commands are not retained by the
@@ -45,7 +47,14 @@ from fleet_server.services.errors import (
 )
 from kiosk_agent.contract import PlanogramCommand, PlanogramProduct
 from kiosk_agent.contract import PlanogramShelf as ContractShelf
-from kiosk_agent.decoding import Conflict, ProductWeight, check_planogram, check_returns
+from kiosk_agent.decoding import (
+    Conflict,
+    MisplacedConflict,
+    ProductWeight,
+    check_misplaced,
+    check_planogram,
+    check_returns,
+)
 from kiosk_agent.signing import new_nonce
 
 logger = logging.getLogger(__name__)
@@ -87,12 +96,19 @@ class PlanogramVersionConflictError(ConflictError):
         )
 
 
+# Kinds of ConflictMessage, as the API names them.
+AMBIGUOUS_WEIGHTS = "ambiguous_weights"
+MISPLACED_PACK = "misplaced_pack"
+RETURN_COINCIDENCE = "return_coincidence"
+
+
 @dataclass(frozen=True)
 class ConflictMessage:
     """One ambiguity in words, with the position of its shelf in the request body."""
 
     shelf: int
     body_index: int
+    code: str
     message: str
     message_en: str
 
@@ -225,7 +241,7 @@ def _describe_side(counts: tuple[tuple[str, int], ...], names: dict[str, str]) -
 
 
 def describe_conflict(
-    conflict: Conflict, names: dict[str, str], body_index: int
+    conflict: Conflict, names: dict[str, str], body_index: int, code: str = AMBIGUOUS_WEIGHTS
 ) -> ConflictMessage:
     """Word a conflict for the operator, e.g. "层板 2：2 件 A 与 1 件 B 重量相近，无法区分"."""
     first_zh, first_en = _describe_side(conflict.first, names)
@@ -233,10 +249,34 @@ def describe_conflict(
     return ConflictMessage(
         shelf=conflict.shelf,
         body_index=body_index,
+        code=code,
         message=f"层板 {conflict.shelf}：{first_zh} 与 {second_zh} 重量相近，无法区分",
         message_en=(
             f"shelf {conflict.shelf}: {first_en} weighs about as much as {second_en}, "
             "so they cannot be told apart"
+        ),
+    )
+
+
+def describe_misplaced(
+    conflict: MisplacedConflict, names: dict[str, str], body_index: int
+) -> ConflictMessage:
+    """Word a misplaced pack for the operator, naming the shelf it comes from and the fix."""
+    product = names[conflict.product]
+    taken_zh, taken_en = _describe_side(conflict.taken, names)
+    rival_zh, rival_en = _describe_side(conflict.rival, names)
+    return ConflictMessage(
+        shelf=conflict.shelf,
+        body_index=body_index,
+        code=MISPLACED_PACK,
+        message=(
+            f"层板 {conflict.shelf}：若有一件 {product} 从层板 {conflict.home} 被放错到这里，"
+            f"{taken_zh} 与 {rival_zh} 重量相近，无法区分；请把这两种商品放在不同的柜门后"
+        ),
+        message_en=(
+            f"shelf {conflict.shelf}: with a pack of {product} put back there from shelf "
+            f"{conflict.home}, {taken_en} weighs about as much as {rival_en}, so they cannot "
+            "be told apart; put the two products behind different doors"
         ),
     )
 
@@ -275,26 +315,48 @@ def _load_products(session: Session, data: PlanogramUpdate, today: date) -> dict
 
 
 def check_layout(data: PlanogramUpdate, products: dict[int, Product]) -> list[ConflictMessage]:
-    """Raise PlanogramAmbiguousError if a shelf cannot be decoded; return the warnings."""
+    """Raise PlanogramAmbiguousError if a shelf cannot be decoded; return the warnings.
+
+    With the doors given, a pack that can be put back on another shelf behind the same
+    door and then passes for that shelf's own packs is a conflict too, unless the request
+    accepts the reviews that such packs cause. Without doors, or so accepted, such packs
+    are warnings; without doors any two shelves may share a door.
+    """
     names = {planogram_product_id(p.id): p.name for p in products.values()}
     body_index = {shelf.shelf: index for index, shelf in enumerate(data.shelves)}
     weights = {
         shelf.shelf: [_product_weight(products[line.product_id]) for line in shelf.products]
         for shelf in data.shelves
     }
+    doors = data.doors()
 
+    listed: list[ConflictMessage] = []
+    total = 0
     conflicts = check_planogram(weights)
     if conflicts:
         listed = [
             describe_conflict(conflict, names, body_index[conflict.shelf])
             for conflict in conflicts[:MAX_LISTED_CONFLICTS]
         ]
-        raise PlanogramAmbiguousError(listed, total=len(conflicts))
+        total = len(conflicts)
+    misplaced_warned = doors is None or data.accept_misplaced_reviews
+    if not misplaced_warned:
+        misplaced = check_misplaced(weights, doors, limit=MAX_LISTED_CONFLICTS)
+        listed += [
+            describe_misplaced(pack, names, body_index[pack.shelf])
+            for pack in misplaced[: MAX_LISTED_CONFLICTS - len(listed)]
+        ]
+        total += len(misplaced)
+    if listed:
+        raise PlanogramAmbiguousError(listed, total=total)
 
-    warnings = []
+    warnings: list[ConflictMessage] = []
     seen: set[str] = set()
+    if misplaced_warned:
+        for pack in check_misplaced(weights, doors, limit=MAX_LISTED_CONFLICTS):
+            warnings.append(describe_misplaced(pack, names, body_index[pack.shelf]))
     for conflict in check_returns(weights):
-        warning = describe_conflict(conflict, names, body_index[conflict.shelf])
+        warning = describe_conflict(conflict, names, body_index[conflict.shelf], RETURN_COINCIDENCE)
         if warning.message not in seen:
             seen.add(warning.message)
             warnings.append(warning)
@@ -342,7 +404,9 @@ def save_planogram(
         publish_count=0,
     )
     for shelf_in in data.shelves:
-        shelf = PlanogramShelf(shelf=shelf_in.shelf, capacity_items=shelf_in.capacity_items)
+        shelf = PlanogramShelf(
+            shelf=shelf_in.shelf, door=shelf_in.door, capacity_items=shelf_in.capacity_items
+        )
         for position, line_in in enumerate(shelf_in.products):
             product = products[line_in.product_id]
             shelf.lines.append(
@@ -368,9 +432,11 @@ def save_planogram(
         object_id=cabinet.kiosk_id,
         after={
             "version": planogram.version,
+            "accept_misplaced_reviews": data.accept_misplaced_reviews,
             "shelves": [
                 {
                     "shelf": shelf.shelf,
+                    "door": shelf.door,
                     "capacity_items": shelf.capacity_items,
                     "products": [[line.product_id, line.price_fen] for line in shelf.lines],
                 }
@@ -393,6 +459,7 @@ def build_command(planogram: Planogram, *, now: datetime) -> PlanogramCommand:
         shelves=[
             ContractShelf(
                 shelf=shelf.shelf,
+                door=shelf.door,
                 capacity_items=shelf.capacity_items,
                 products=[
                     PlanogramProduct(

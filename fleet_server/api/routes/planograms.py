@@ -48,8 +48,12 @@ def save_planogram(
     """Save the next planogram version and send it to the cabinet.
 
     A shelf whose products cannot be distinguished by weight is rejected with 422
-    ``planogram_ambiguous``, and ``details`` lists each conflict. Coincidences that only a
-    pack put back on the wrong shelf can cause come back as ``warnings``.
+    ``planogram_ambiguous``, and ``details`` lists each conflict: ``ambiguous_weights``,
+    or ``misplaced_pack`` when the shelves' doors are given and a pack put back on
+    another shelf behind the same door would pass for that shelf's own packs. Without
+    doors, or with ``accept_misplaced_reviews``, misplaced packs come back as ``warnings``
+    with that code, and so do coincidences that a pack put back in the same visit can
+    cause (``return_coincidence``).
     """
     result = planogram_service.save_planogram(session, actor=actor, kiosk_id=kiosk_id, data=body)
     session.commit()
@@ -60,7 +64,7 @@ def save_planogram(
         warnings=[
             PlanogramWarning(
                 shelf=warning.shelf,
-                code="return_coincidence",
+                code=warning.code,
                 message=warning.message,
                 message_en=warning.message_en,
             )
@@ -81,7 +85,7 @@ async def _handle_ambiguous(request: Request, error: Exception) -> JSONResponse:
         details=[
             ErrorDetail(
                 field=f"body.shelves.{conflict.body_index}",
-                type="ambiguous_weights",
+                type=conflict.code,
                 message=conflict.message,
                 message_en=conflict.message_en,
             )

@@ -225,16 +225,24 @@ MESSAGES: dict[str, tuple[str, str]] = {
     # Planogram editor.
     "operator.planogram.intro": (
         "每个层板最多 {max} 种商品。保存时系统检查同一层板上的商品能否按重量区分；"
-        "无法区分的组合会标在对应层板旁。",
+        "无法区分的组合会标在对应层板旁。填写每个层板所在的柜门后，系统还会检查被放错到"
+        "同一柜门内其他层板的商品能否区分。",
         "At most {max} products per shelf. Saving checks that the products on each "
         "shelf can be told apart by weight; combinations that cannot are shown next to "
-        "their shelf.",
+        "their shelf. With the door of every shelf given, it also checks the packs that "
+        "students may put back on another shelf behind the same door.",
     ),
     "operator.planogram.version": ("当前版本 {version}", "Current version {version}"),
     "operator.planogram.no_version": ("尚无陈列图", "No planogram yet"),
     "operator.planogram.shelf": ("层板", "Shelf"),
     "operator.planogram.shelf_number": ("层板编号", "Shelf number"),
     "operator.planogram.capacity": ("容量（件）", "Capacity (packs)"),
+    "operator.planogram.door": ("柜门编号（可选）", "Door number (optional)"),
+    "operator.planogram.accept_misplaced": (
+        "仍然保存：学生把商品放错到同一柜门内的其他层板后，取走它的购物将转人工复核",
+        "Save anyway: once a student puts a pack back on another shelf behind the same "
+        "door, the sessions that take it go to review",
+    ),
     "operator.planogram.product": ("商品", "Product"),
     "operator.planogram.choose_product": ("— 选择商品 —", "— choose a product —"),
     "operator.planogram.price": ("售价（元，可选）", "Price (yuan, optional)"),
@@ -289,6 +297,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "Put at least one product on every shelf",
     ),
     "operator.error.no_shelves": ("至少需要一个层板", "Add at least one shelf"),
+    "operator.error.door_missing": (
+        "其他层板已填写柜门，请也填写此层板的柜门",
+        "Other shelves have a door: give this shelf's door too",
+    ),
     "operator.error.too_many_products": (
         "一个层板最多 {max} 种商品",
         "A shelf holds at most {max} products",

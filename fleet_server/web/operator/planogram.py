@@ -22,6 +22,7 @@ from fleet_server.models.base import utc_now
 from fleet_server.reporting.periods import local_date
 from fleet_server.schemas.planograms import (
     MAX_CAPACITY_ITEMS,
+    MAX_DOOR_INDEX,
     MAX_PRODUCTS_PER_SHELF,
     MAX_SHELF_INDEX,
     PlanogramUpdate,
@@ -71,13 +72,16 @@ class ShelfForm:
     shelf: str
     capacity: str
     lines: list[LineForm]
+    door: str = ""
     errors: dict[str, str] = field(default_factory=dict)
     conflicts: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
-def blank_shelf(number: int, capacity: str = str(DEFAULT_SHELF_CAPACITY)) -> ShelfForm:
-    return ShelfForm(str(number), capacity, [LineForm()])
+def blank_shelf(
+    number: int, capacity: str = str(DEFAULT_SHELF_CAPACITY), door: str = ""
+) -> ShelfForm:
+    return ShelfForm(str(number), capacity, [LineForm()], door)
 
 
 def shelves_from_planogram(
@@ -99,6 +103,7 @@ def shelves_from_planogram(
                 )
                 for line in shelf.lines
             ],
+            door="" if shelf.door is None else str(shelf.door),
         )
         for shelf in planogram.shelves
     ]
@@ -120,7 +125,9 @@ def shelves_from_form(fields: dict[str, str]) -> list[ShelfForm]:
             for line in range(line_count)
         ]
         shelf = fields.get(prefix + "shelf", "").strip()
-        shelves.append(ShelfForm(shelf, fields.get(prefix + "capacity", "").strip(), lines))
+        capacity = fields.get(prefix + "capacity", "").strip()
+        door = fields.get(prefix + "door", "").strip()
+        shelves.append(ShelfForm(shelf, capacity, lines, door))
     return shelves
 
 
@@ -132,7 +139,8 @@ def apply_editor_action(shelves: list[ShelfForm], action: str) -> None:
         numbers = [number for shelf in shelves if (number := parse_int(shelf.shelf)) is not None]
         next_number = min(max(numbers, default=-1) + 1, MAX_SHELF_INDEX)
         capacity = shelves[-1].capacity if shelves else str(DEFAULT_SHELF_CAPACITY)
-        shelves.append(blank_shelf(next_number, capacity))
+        door = shelves[-1].door if shelves else ""
+        shelves.append(blank_shelf(next_number, capacity, door))
     elif index is None or index >= len(shelves):
         return
     elif name == "add_product" and len(shelves[index].lines) < MAX_PRODUCTS_PER_SHELF:
@@ -174,6 +182,8 @@ def check_shelves(
     """Mark every bad field of the form; return the request body when all are valid."""
     body: list[dict[str, Any]] = []
     seen: set[int] = set()
+    # Doors are given for every shelf or for none.
+    doors_given = any(shelf.door for shelf in shelves)
     for shelf in shelves:
         number = parse_int(shelf.shelf)
         if not shelf.shelf:
@@ -189,10 +199,15 @@ def check_shelves(
             shelf.errors["capacity"] = t("operator.error.required")
         elif capacity is None or not 1 <= capacity <= MAX_CAPACITY_ITEMS:
             shelf.errors["capacity"] = t("operator.error.range", low=1, high=MAX_CAPACITY_ITEMS)
+        door = parse_int(shelf.door)
+        if not shelf.door and doors_given:
+            shelf.errors["door"] = t("operator.error.door_missing")
+        elif shelf.door and (door is None or door > MAX_DOOR_INDEX):
+            shelf.errors["door"] = t("operator.error.range", low=0, high=MAX_DOOR_INDEX)
         lines = check_lines(shelf, products, t)
         if not lines and not any(line.error for line in shelf.lines):
             shelf.errors["products"] = t("operator.error.no_products")
-        body.append({"shelf": number, "capacity_items": capacity, "products": lines})
+        body.append({"shelf": number, "door": door, "capacity_items": capacity, "products": lines})
     invalid = any(shelf.errors or any(line.error for line in shelf.lines) for shelf in shelves)
     if invalid or not shelves:
         return None
@@ -221,6 +236,8 @@ def render_editor(
     form_error: str | None = None,
     saved: dict[str, Any] | None = None,
     status_code: int = 200,
+    offer_accept_misplaced: bool = False,
+    accept_misplaced: bool = False,
 ) -> Response:
     return render(
         request,
@@ -233,6 +250,8 @@ def render_editor(
             "max_products": MAX_PRODUCTS_PER_SHELF,
             "form_error": form_error,
             "saved": saved,
+            "offer_accept_misplaced": offer_accept_misplaced or accept_misplaced,
+            "accept_misplaced": accept_misplaced,
             "sample_notice": sample_notice(request),
             "nav_current": "board",
         },
@@ -276,6 +295,8 @@ def save_planogram(
     editor = partial(render_editor, request, user, kiosk_id, products)
     shelves = shelves_from_form(fields)
     base_version = parse_int(fields.get("base_version"))
+    accept_misplaced = fields.get("accept_misplaced_reviews") == "yes"
+    editor = partial(editor, accept_misplaced=accept_misplaced)
     action = fields.get("action", "save")
     if action != "save":
         apply_editor_action(shelves, action)
@@ -286,6 +307,7 @@ def save_planogram(
         error = t("form.fix_errors") if shelves else t("operator.error.no_shelves")
         return editor(shelves, base_version, form_error=error, status_code=422)
     body.base_version = base_version
+    body.accept_misplaced_reviews = accept_misplaced
     english = is_english(request)
     names = [products[line.product_id].name for shelf in body.shelves for line in shelf.products]
     try:
@@ -303,7 +325,14 @@ def save_planogram(
         if error.total > len(error.conflicts):
             unlisted = error.total - len(error.conflicts)
             form_error += " " + t("operator.planogram.more_conflicts", count=unlisted)
-        return editor(shelves, base_version, form_error=form_error, status_code=422)
+        misplaced = any(c.code == planogram_service.MISPLACED_PACK for c in error.conflicts)
+        return editor(
+            shelves,
+            base_version,
+            form_error=form_error,
+            status_code=422,
+            offer_accept_misplaced=misplaced,
+        )
     except ServiceError as error:
         session.rollback()
         log_rejection(user, "planogram", kiosk_id, error)
@@ -325,4 +354,5 @@ def save_planogram(
         "published": outcome.published,
         "publish_error": outcome.error_en if english else outcome.error,
     }
-    return editor(saved_shelves, version, saved=saved)
+    # Each save accepts misplaced-pack reviews anew, after seeing the conflicts.
+    return editor(saved_shelves, version, saved=saved, accept_misplaced=False)
