@@ -15,6 +15,9 @@ simulator holds, and from the misplaced packs it measured itself, carried from
 session to session as the agent keeps them; an operator's round clears them. A
 wrong charge is any product charged more often than it was kept, or a certain
 session whose charge differs from the truth.
+
+``--layout`` chooses which products share a door; the default is the one that
+passes ``check_misplaced``, the others show what the check keeps out.
 """
 
 import argparse
