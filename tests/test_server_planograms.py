@@ -14,8 +14,9 @@ from fleet_server.core.db import session_scope
 from fleet_server.messaging.publisher import RecordingPublisher
 from fleet_server.models import Planogram, Product
 from fleet_server.services.audit import list_audit_entries
-from fleet_server.services.planograms import resend_planogram
+from fleet_server.services.planograms import _one_per_shelf_first, resend_planogram
 from kiosk_agent.contract import PlanogramCommand, parse_command
+from kiosk_agent.decoding import MisplacedConflict
 from kiosk_agent.signing import compute_signature
 from operations_helpers import add_product, cabinet, give_key, save_layout
 from server_helpers import World
@@ -217,10 +218,63 @@ def test_misplaced_pack_behind_same_door_rejected(
     assert len(on_tea_shelf) == 1
     assert on_tea_shelf[0]["message"] == (
         "层板 0：若有一件 霍邱大米 从层板 1 被放错到这里，1 件 霍邱大米 与 2 件 岳西翠兰 "
-        "重量相近，无法区分；请把这两种商品放在不同的柜门后"
+        "重量相近，约 100% 的此类购物需人工复核；请把这两种商品放在不同的柜门后"
     )
     assert "put the two products behind different doors" in on_tea_shelf[0]["message_en"]
+    assert "accept_misplaced_reviews" in error["message_en"]
     assert publisher.commands == []
+
+
+def test_doors_on_some_shelves_rejected(
+    api: TestClient, world: World, catalog: dict[str, int], key: bytes
+) -> None:
+    body = door_body(catalog, (0, 0))
+    shelves = body["shelves"]
+    assert isinstance(shelves, list)
+    del shelves[1]["door"]
+
+    response = api.put(
+        planogram_url(world.a.kiosk_id), json=body, headers=world.headers["operator_a"]
+    )
+
+    assert response.status_code == 422, response.json()
+    error = response.json()
+    assert error["code"] == "planogram_doors_incomplete"
+    assert error["message"] == "层板 1 未填写柜门：请为每个层板填写柜门，或都不填"
+    assert error["message_en"] == "Shelf 1 has no door: give the door of every shelf or of none"
+
+
+@pytest.mark.parametrize("flag", ["true", 1, "yes"])
+def test_accept_flag_must_be_boolean(
+    api: TestClient, world: World, catalog: dict[str, int], key: bytes, flag: object
+) -> None:
+    body = door_body(catalog, (0, 0))
+    body["accept_misplaced_reviews"] = flag
+
+    response = api.put(
+        planogram_url(world.a.kiosk_id), json=body, headers=world.headers["operator_a"]
+    )
+
+    assert response.status_code == 422, response.json()
+    assert response.json()["code"] == "validation_failed"
+
+
+def test_misplaced_listing_marks_every_shelf_first() -> None:
+    conflicts = [
+        MisplacedConflict(shelf, home, "p", (("p", -1),), (("q", -2),), 0.5)
+        for shelf, home in [(0, 1), (0, 2), (0, 3), (1, 0), (1, 2), (2, 0)]
+    ]
+
+    ordered = _one_per_shelf_first(conflicts)
+
+    assert [(c.shelf, c.home) for c in ordered] == [
+        (0, 1),
+        (1, 0),
+        (2, 0),
+        (0, 2),
+        (1, 2),
+        (0, 3),
+    ]
 
 
 def test_misplaced_pack_behind_other_door_accepted(
@@ -232,7 +286,7 @@ def test_misplaced_pack_behind_other_door_accepted(
 ) -> None:
     response = api.put(
         planogram_url(world.a.kiosk_id),
-        json=door_body(catalog, (0, 1)),
+        json=door_body(catalog, (0, 254)),
         headers=world.headers["operator_a"],
     )
 
@@ -241,12 +295,12 @@ def test_misplaced_pack_behind_other_door_accepted(
     assert [warning["code"] for warning in saved["warnings"]] == ["return_coincidence"] * len(
         saved["warnings"]
     )
-    assert [shelf["door"] for shelf in saved["planogram"]["shelves"]] == [0, 1]
+    assert [shelf["door"] for shelf in saved["planogram"]["shelves"]] == [0, 254]
     command = publisher.commands[0]
     assert isinstance(command, PlanogramCommand)
-    assert [shelf.door for shelf in command.shelves] == [0, 1]
+    assert [shelf.door for shelf in command.shelves] == [0, 254]
     again = api.get(planogram_url(world.a.kiosk_id), headers=world.headers["operator_a"])
-    assert [shelf["door"] for shelf in again.json()["shelves"]] == [0, 1]
+    assert [shelf["door"] for shelf in again.json()["shelves"]] == [0, 254]
 
 
 def test_misplaced_pack_without_doors_warned(
@@ -472,7 +526,7 @@ def test_scope_of_planogram_routes(
             id="shelf-out-of-range",
         ),
         pytest.param(
-            [{"shelf": 0, "door": 256, "capacity_items": 5, "products": [{"product_id": "tea"}]}],
+            [{"shelf": 0, "door": 255, "capacity_items": 5, "products": [{"product_id": "tea"}]}],
             422,
             "validation_failed",
             id="door-out-of-range",
@@ -483,7 +537,7 @@ def test_scope_of_planogram_routes(
                 {"shelf": 1, "capacity_items": 5, "products": [{"product_id": "rice"}]},
             ],
             422,
-            "validation_failed",
+            "planogram_doors_incomplete",
             id="door-missing-on-one-shelf",
         ),
     ],

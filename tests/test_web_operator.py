@@ -670,6 +670,12 @@ def test_planogram_misplaced_pack_needs_consent(
     page.click("[data-testid=save-planogram]")
 
     verdict = page.inner_text("[data-shelf-index='0'] [data-testid=shelf-conflicts]")
+    # Consent covers only the layout shown with its conflicts: after an edit it is void.
+    page.check("[data-testid=accept-misplaced]")
+    page.fill("#shelves-0-capacity", "30")
+    page.click("[data-testid=save-planogram]")
+    rejected_again = page.locator("[data-testid=form-error]").count()
+    ticked_after_edit = page.is_checked("[data-testid=accept-misplaced]")
     page.check("[data-testid=accept-misplaced]")
     page.click("[data-testid=save-planogram]")
     saved = page.inner_text("[data-testid=planogram-saved]")
@@ -681,6 +687,8 @@ def test_planogram_misplaced_pack_needs_consent(
 
     assert door_of_new_shelf == "0"
     assert consent_before == 0
+    assert rejected_again == 1
+    assert ticked_after_edit is False
     assert "若有一件 测试茶叶 从层板 1 被放错到这里" in verdict
     assert "请把这两种商品放在不同的柜门后" in verdict
     assert "已保存为版本 1" in saved
@@ -718,7 +726,7 @@ def test_planogram_door_errors(
 
     assert response.status_code == 422
     assert "其他层板已填写柜门，请也填写此层板的柜门" in response.text
-    assert "应在 0 到 255 之间" in response.text
+    assert "应在 0 到 254 之间" in response.text
     assert 'value="门二"' in response.text
 
 

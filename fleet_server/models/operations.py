@@ -93,7 +93,7 @@ class PlanogramShelf(Base):
     __tablename__ = "planogram_shelves"
     __table_args__ = (
         CheckConstraint("shelf BETWEEN 0 AND 255", name="shelf_range"),
-        CheckConstraint("door BETWEEN 0 AND 255", name="door_range"),
+        CheckConstraint("door BETWEEN 0 AND 254", name="door_range"),
         CheckConstraint("capacity_items >= 1", name="capacity_items_positive"),
     )
 

@@ -3,18 +3,20 @@
 from datetime import datetime
 from typing import Annotated, Self
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, StrictBool, model_validator
 
 from fleet_server.models import Planogram, PlanogramLine
 from fleet_server.schemas.common import RequestModel
 from fleet_server.schemas.counties import CountySummary
 from fleet_server.schemas.products import SAMPLE_NOTICE, SAMPLE_NOTICE_EN, PriceFen
+from kiosk_agent.contract import MAX_DOOR_INDEX as CONTRACT_MAX_DOOR_INDEX
 
 # The planogram check enumerates every way to take up to four packs from a shelf, so its
 # work grows with the fourth power of the products there: 495 ways with eight.
 MAX_PRODUCTS_PER_SHELF = 8
 MAX_SHELF_INDEX = 255
-MAX_DOOR_INDEX = 255
+# The bus reserves door 255 for "all doors".
+MAX_DOOR_INDEX = CONTRACT_MAX_DOOR_INDEX
 MAX_CAPACITY_ITEMS = 10_000
 
 
@@ -32,9 +34,9 @@ class PlanogramShelfIn(RequestModel):
     door: Annotated[int, Field(strict=True, ge=0, le=MAX_DOOR_INDEX)] | None = Field(
         default=None,
         description=(
-            "index of the door the shelf is behind, 0 to 255; give it for every shelf or "
-            "for none. With doors, a layout where a pack put back on another shelf behind "
-            "the same door weighs like that shelf's own packs is rejected"
+            f"index of the door the shelf is behind, 0 to {MAX_DOOR_INDEX}; give it for every "
+            "shelf or for none. With doors, a layout where a pack put back on another shelf "
+            "behind the same door weighs like that shelf's own packs is rejected"
         ),
     )
     capacity_items: Annotated[int, Field(strict=True, ge=1, le=MAX_CAPACITY_ITEMS)] = Field(
@@ -62,7 +64,7 @@ class PlanogramUpdate(RequestModel):
         default=None,
         description="version the edit started from; a different current version gives 409",
     )
-    accept_misplaced_reviews: bool = Field(
+    accept_misplaced_reviews: StrictBool = Field(
         default=False,
         description=(
             "save although, with the doors given, a pack put back on another shelf behind "
@@ -80,19 +82,9 @@ class PlanogramUpdate(RequestModel):
             seen.add(shelf.shelf)
         return self
 
-    @model_validator(mode="after")
-    def _check_doors_given_for_all(self) -> Self:
-        without = [shelf.shelf for shelf in self.shelves if shelf.door is None]
-        if without and len(without) < len(self.shelves):
-            raise ValueError(
-                f"shelves {without} have no door: give the door of every shelf or of none"
-            )
-        return self
-
-    def doors(self) -> dict[int, int] | None:
-        """Return shelf -> door, or None when the doors are not given."""
-        doors = {shelf.shelf: shelf.door for shelf in self.shelves if shelf.door is not None}
-        return doors or None
+    def doors(self) -> dict[int, int]:
+        """Return shelf -> door for the shelves whose door is given."""
+        return {shelf.shelf: shelf.door for shelf in self.shelves if shelf.door is not None}
 
 
 class PlanogramProductPublic(BaseModel):

@@ -67,6 +67,9 @@ PLANOGRAM_COMMAND_LIFETIME_S = PlanogramCommand.MAX_LIFETIME_S
 CONTRACT_NAME_CHARS = 100
 # Conflicts listed in one rejection; a bad shelf can have dozens.
 MAX_LISTED_CONFLICTS = 20
+# The search for misplaced packs stops after this many, because its work grows with the
+# square of the shelves behind one door.
+MAX_COUNTED_MISPLACED = 200
 
 
 class PlanogramNotFoundError(NotFoundError):
@@ -114,19 +117,33 @@ class ConflictMessage:
 
 
 class PlanogramAmbiguousError(InvalidInputError):
-    """The planogram puts products on a shelf whose take combinations weigh the same."""
+    """The planogram puts products on a shelf whose take combinations weigh the same.
 
-    def __init__(self, conflicts: list[ConflictMessage], total: int) -> None:
+    ``total`` counts every conflict found; with ``total_capped`` the search stopped there
+    and more may exist.
+    """
+
+    def __init__(
+        self, conflicts: list[ConflictMessage], total: int, *, total_capped: bool = False
+    ) -> None:
         first = conflicts[0]
-        more_zh = f"（共 {total} 处）" if total > 1 else ""
-        more_en = f" ({total} conflicts in total)" if total > 1 else ""
+        count = f"{total}+" if total_capped else str(total)
+        more_zh = f"（共 {count} 处）" if total > 1 else ""
+        more_en = f" ({count} conflicts in total)" if total > 1 else ""
+        hint_zh = hint_en = ""
+        if any(conflict.code == MISPLACED_PACK for conflict in conflicts):
+            hint_zh = "。若仍要保存，请在请求中设 accept_misplaced_reviews 为 true"
+            hint_en = ". To save it anyway, set accept_misplaced_reviews to true"
         super().__init__(
             code="planogram_ambiguous",
-            message=f"商品陈列图无法按重量识别商品：{first.message}{more_zh}",
-            message_en=f"The planogram cannot be decoded by weight: {first.message_en}{more_en}",
+            message=f"商品陈列图无法按重量识别商品：{first.message}{more_zh}{hint_zh}",
+            message_en=(
+                f"The planogram cannot be decoded by weight: {first.message_en}{more_en}{hint_en}"
+            ),
         )
         self.conflicts = conflicts
         self.total = total
+        self.total_capped = total_capped
 
 
 @dataclass(frozen=True)
@@ -258,25 +275,60 @@ def describe_conflict(
     )
 
 
+def _every_door(data: PlanogramUpdate) -> dict[int, int] | None:
+    """Return shelf -> door when every shelf has one, None when none has; raise otherwise."""
+    doors = data.doors()
+    if not doors:
+        return None
+    missing = [shelf.shelf for shelf in data.shelves if shelf.shelf not in doors]
+    if missing:
+        listed = "、".join(str(shelf) for shelf in missing)
+        shelves_en = ", ".join(str(shelf) for shelf in missing)
+        if len(missing) == 1:
+            subject_en = f"Shelf {shelves_en} has"
+        else:
+            subject_en = f"Shelves {shelves_en} have"
+        raise InvalidInputError(
+            code="planogram_doors_incomplete",
+            message=f"层板 {listed} 未填写柜门：请为每个层板填写柜门，或都不填",
+            message_en=f"{subject_en} no door: give the door of every shelf or of none",
+        )
+    return doors
+
+
+def _one_per_shelf_first(conflicts: list[MisplacedConflict]) -> list[MisplacedConflict]:
+    """Order conflicts so that every shelf's first one comes before any shelf's second."""
+    rank: dict[int, int] = {}
+    ranked = []
+    for conflict in conflicts:
+        rank[conflict.shelf] = rank.get(conflict.shelf, -1) + 1
+        ranked.append((rank[conflict.shelf], conflict))
+    return [conflict for _, conflict in sorted(ranked, key=lambda item: item[0])]
+
+
 def describe_misplaced(
     conflict: MisplacedConflict, names: dict[str, str], body_index: int
 ) -> ConflictMessage:
-    """Word a misplaced pack for the operator, naming the shelf it comes from and the fix."""
+    """Word a misplaced pack for the operator: both shelves, the weights, the share of
+    visits that would go to review, and the fix."""
     product = names[conflict.product]
     taken_zh, taken_en = _describe_side(conflict.taken, names)
     rival_zh, rival_en = _describe_side(conflict.rival, names)
+    percent = round(100 * conflict.review_share)
     return ConflictMessage(
         shelf=conflict.shelf,
         body_index=body_index,
         code=MISPLACED_PACK,
         message=(
             f"层板 {conflict.shelf}：若有一件 {product} 从层板 {conflict.home} 被放错到这里，"
-            f"{taken_zh} 与 {rival_zh} 重量相近，无法区分；请把这两种商品放在不同的柜门后"
+            f"{taken_zh} 与 {rival_zh} 重量相近，约 {percent}% 的此类购物需人工复核；"
+            "请把这两种商品放在不同的柜门后"
         ),
         message_en=(
             f"shelf {conflict.shelf}: with a pack of {product} put back there from shelf "
-            f"{conflict.home}, {taken_en} weighs about as much as {rival_en}, so they cannot "
-            "be told apart; put the two products behind different doors"
+            f"{conflict.home}, {taken_en} weighs about as much as {rival_en}, and about "
+            f"{percent} % of such visits would go to review; put the two products behind "
+            "different doors"
         ),
     )
 
@@ -328,10 +380,11 @@ def check_layout(data: PlanogramUpdate, products: dict[int, Product]) -> list[Co
         shelf.shelf: [_product_weight(products[line.product_id]) for line in shelf.products]
         for shelf in data.shelves
     }
-    doors = data.doors()
+    doors = _every_door(data)
 
     listed: list[ConflictMessage] = []
     total = 0
+    capped = False
     conflicts = check_planogram(weights)
     if conflicts:
         listed = [
@@ -341,14 +394,15 @@ def check_layout(data: PlanogramUpdate, products: dict[int, Product]) -> list[Co
         total = len(conflicts)
     misplaced_warned = doors is None or data.accept_misplaced_reviews
     if not misplaced_warned:
-        misplaced = check_misplaced(weights, doors, limit=MAX_LISTED_CONFLICTS)
+        misplaced = check_misplaced(weights, doors, limit=MAX_COUNTED_MISPLACED)
         listed += [
             describe_misplaced(pack, names, body_index[pack.shelf])
-            for pack in misplaced[: MAX_LISTED_CONFLICTS - len(listed)]
+            for pack in _one_per_shelf_first(misplaced)[: MAX_LISTED_CONFLICTS - len(listed)]
         ]
         total += len(misplaced)
+        capped = len(misplaced) == MAX_COUNTED_MISPLACED
     if listed:
-        raise PlanogramAmbiguousError(listed, total=total)
+        raise PlanogramAmbiguousError(listed, total=total, total_capped=capped)
 
     warnings: list[ConflictMessage] = []
     seen: set[str] = set()
@@ -395,6 +449,8 @@ def save_planogram(
 
     products = _load_products(session, data, today or utc_now().date())
     warnings = check_layout(data, products)
+    # Whether the operator saved misplaced-pack conflicts knowingly, for the audit log.
+    accepted_misplaced = bool(data.doors()) and any(w.code == MISPLACED_PACK for w in warnings)
 
     planogram = Planogram(
         cabinet=cabinet,
@@ -432,7 +488,7 @@ def save_planogram(
         object_id=cabinet.kiosk_id,
         after={
             "version": planogram.version,
-            "accept_misplaced_reviews": data.accept_misplaced_reviews,
+            "accept_misplaced_reviews": accepted_misplaced,
             "shelves": [
                 {
                     "shelf": shelf.shelf,

@@ -20,7 +20,7 @@ def upgrade() -> None:
     with op.batch_alter_table("planogram_shelves", schema=None) as batch_op:
         batch_op.add_column(sa.Column("door", sa.Integer(), nullable=True))
         batch_op.create_check_constraint(
-            batch_op.f("ck_planogram_shelves_door_range"), "door BETWEEN 0 AND 255"
+            batch_op.f("ck_planogram_shelves_door_range"), "door BETWEEN 0 AND 254"
         )
 
 

@@ -254,8 +254,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "operator.planogram.saved": ("已保存为版本 {version}。", "Saved as version {version}."),
     "operator.planogram.published": ("已下发到智能专柜。", "Sent to the cabinet."),
     "operator.planogram.conflicts": (
-        "此层板的商品无法按重量区分：",
-        "The products on this shelf cannot be told apart by weight:",
+        "此层板上有无法按重量区分的组合：",
+        "Combinations on this shelf that weight cannot tell apart:",
     ),
     "operator.planogram.warnings": (
         "提示：商品被放回错误层板时可能混淆：",
@@ -263,11 +263,12 @@ MESSAGES: dict[str, tuple[str, str]] = {
     ),
     "operator.planogram.rejected": (
         "陈列图未保存：有 {count} 处重量无法区分，已在对应层板旁标出。",
-        "The planogram was not saved: {count} weight conflicts, shown next to their shelves.",
+        "The planogram was not saved. Weight conflicts found: {count}, each shown next to "
+        "its shelf.",
     ),
     "operator.planogram.more_conflicts": (
         "另有 {count} 处相近组合未列出。",
-        "{count} more conflicts are not listed.",
+        "Further conflicts not listed: {count}.",
     ),
     "operator.planogram.catalog": ("目录信息", "Catalog data"),
     "operator.planogram.weight_price": (

@@ -6,6 +6,7 @@ everything typed so far. A rejected save keeps the input and shows each conflict
 the decodability check found next to its shelf.
 """
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import date
 from functools import partial
@@ -214,6 +215,12 @@ def check_shelves(
     return PlanogramUpdate.model_validate({"shelves": body})
 
 
+def layout_fingerprint(body: PlanogramUpdate) -> str:
+    """Return a digest of the shelves, doors and products of ``body``."""
+    layout = body.model_dump_json(include={"shelves"})
+    return hashlib.sha256(layout.encode()).hexdigest()[:32]
+
+
 def catalog_products(session: Session, today: date) -> dict[int, Product]:
     """Return the products certified today, the only ones a planogram may use."""
     products = session.scalars(
@@ -236,9 +243,11 @@ def render_editor(
     form_error: str | None = None,
     saved: dict[str, Any] | None = None,
     status_code: int = 200,
-    offer_accept_misplaced: bool = False,
+    misplaced_layout: str = "",
     accept_misplaced: bool = False,
 ) -> Response:
+    """Render the editor; ``misplaced_layout`` is the fingerprint of a layout rejected for
+    misplaced packs, whose conflicts the operator may accept by ticking the checkbox."""
     return render(
         request,
         "operator/planogram.html",
@@ -250,7 +259,7 @@ def render_editor(
             "max_products": MAX_PRODUCTS_PER_SHELF,
             "form_error": form_error,
             "saved": saved,
-            "offer_accept_misplaced": offer_accept_misplaced or accept_misplaced,
+            "misplaced_layout": misplaced_layout,
             "accept_misplaced": accept_misplaced,
             "sample_notice": sample_notice(request),
             "nav_current": "board",
@@ -295,8 +304,10 @@ def save_planogram(
     editor = partial(render_editor, request, user, kiosk_id, products)
     shelves = shelves_from_form(fields)
     base_version = parse_int(fields.get("base_version"))
-    accept_misplaced = fields.get("accept_misplaced_reviews") == "yes"
-    editor = partial(editor, accept_misplaced=accept_misplaced)
+    # The checkbox accepts only the conflicts of the layout that was shown with them.
+    misplaced_layout = fields.get("misplaced_layout", "")
+    ticked = bool(misplaced_layout) and fields.get("accept_misplaced_reviews") == "yes"
+    editor = partial(editor, misplaced_layout=misplaced_layout, accept_misplaced=ticked)
     action = fields.get("action", "save")
     if action != "save":
         apply_editor_action(shelves, action)
@@ -307,7 +318,7 @@ def save_planogram(
         error = t("form.fix_errors") if shelves else t("operator.error.no_shelves")
         return editor(shelves, base_version, form_error=error, status_code=422)
     body.base_version = base_version
-    body.accept_misplaced_reviews = accept_misplaced
+    body.accept_misplaced_reviews = ticked and layout_fingerprint(body) == misplaced_layout
     english = is_english(request)
     names = [products[line.product_id].name for shelf in body.shelves for line in shelf.products]
     try:
@@ -321,9 +332,10 @@ def save_planogram(
         for conflict in error.conflicts:
             message = conflict.message_en if english else conflict.message
             shelves[conflict.body_index].conflicts.append(mark_chinese_data(message, names))
-        form_error = t("operator.planogram.rejected", count=error.total)
+        plus = "+" if error.total_capped else ""
+        form_error = t("operator.planogram.rejected", count=f"{error.total}{plus}")
         if error.total > len(error.conflicts):
-            unlisted = error.total - len(error.conflicts)
+            unlisted = f"{error.total - len(error.conflicts)}{plus}"
             form_error += " " + t("operator.planogram.more_conflicts", count=unlisted)
         misplaced = any(c.code == planogram_service.MISPLACED_PACK for c in error.conflicts)
         return editor(
@@ -331,7 +343,8 @@ def save_planogram(
             base_version,
             form_error=form_error,
             status_code=422,
-            offer_accept_misplaced=misplaced,
+            misplaced_layout=layout_fingerprint(body) if misplaced else "",
+            accept_misplaced=False,
         )
     except ServiceError as error:
         session.rollback()
@@ -354,5 +367,5 @@ def save_planogram(
         "published": outcome.published,
         "publish_error": outcome.error_en if english else outcome.error,
     }
-    # Each save accepts misplaced-pack reviews anew, after seeing the conflicts.
-    return editor(saved_shelves, version, saved=saved, accept_misplaced=False)
+    # The saved layout's next edit needs consent of its own.
+    return editor(saved_shelves, version, saved=saved, misplaced_layout="", accept_misplaced=False)
