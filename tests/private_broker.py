@@ -3,6 +3,7 @@
 import contextlib
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess
@@ -18,15 +19,42 @@ WAIT_TIMEOUT_S = 15.0
 POLL_INTERVAL_S = 0.02
 
 
+# Where the kernel's ephemeral ports begin when /proc does not say (Linux's default).
+DEFAULT_EPHEMERAL_LOW = 32768
+# Fixed ports are drawn from here up to the first ephemeral port.
+FIXED_PORT_LOW = 10000
+
+
+def fixed_port() -> int:
+    """Return a free loopback port below the kernel's ephemeral range.
+
+    The broker keeps its port across a restart. A port from the ephemeral range can be
+    taken while the broker is down: by any outgoing connection, or by a client that
+    reconnects to it and, with the port free, connects to itself (TCP simultaneous open).
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = DEFAULT_EPHEMERAL_LOW
+    rng = random.SystemRandom()
+    for _ in range(100):
+        port = rng.randrange(FIXED_PORT_LOW, max(low, FIXED_PORT_LOW + 1))
+        with socket.socket() as sock:
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free loopback port in {FIXED_PORT_LOW}..{low - 1} after 100 tries")
+
+
 class PrivateBroker:
     """A Mosquitto process on a fixed loopback port, with persistence, that can be restarted."""
 
     def __init__(self, binary: str, workdir: Path, *, allow_anonymous: bool = True) -> None:
         self.binary = binary
         self.workdir = workdir
-        with socket.socket() as sock:
-            sock.bind((LOOPBACK, 0))
-            self.port: int = sock.getsockname()[1]
+        self.port = fixed_port()
         self.config = workdir / "mosquitto.conf"
         # Persistence keeps the fake server's subscription across the restart, so messages
         # that arrive before it reconnects wait for it.
