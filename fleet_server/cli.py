@@ -54,8 +54,6 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 # The migration that adds cabinet credentials; `provision` and `broker-config` need it.
 OPERATIONS_REVISION = "0002_operations"
-# The migration that adds purchases, wallets and sales; `ingest` needs it.
-PURCHASES_REVISION = "0002_purchases"
 BROKER_HINT = (
     "check ZHIGUI_MQTT_HOST, ZHIGUI_MQTT_PORT and the server's broker account, and that the "
     "broker is running"
@@ -241,7 +239,8 @@ def describe_error(error: Exception) -> str | None:
 def run_ingest(settings: ServerSettings) -> int:
     from fleet_server.ingest.runner import run_worker
 
-    engine = _open_database_with(settings, PURCHASES_REVISION)
+    # Ingest writes sales, the procurement ledger, stock and alerts: the whole schema.
+    engine = _open_migrated_database(settings)
     try:
         return run_worker(settings, engine)
     finally:

@@ -387,7 +387,12 @@ def remove(path: list[str | int]) -> bytes:
 
 REJECTED_SALES = [
     pytest.param(b"{", "not valid JSON", id="truncated-json"),
-    pytest.param(b"\xff\xfe{}", "not valid JSON", id="invalid-utf8"),
+    pytest.param(b"\xff\xfe{}", "not valid JSON (invalid UTF-8 at byte 0)", id="invalid-utf8"),
+    pytest.param(
+        b'\x00\x00{"v": 1}',
+        "not valid JSON (Expecting value: line 1 column 1 (char 0))",
+        id="leading-nul-bytes",
+    ),
     pytest.param(b"[]", "expected a JSON object", id="array"),
     pytest.param(b'"sale"', "expected a JSON object", id="string"),
     pytest.param(remove(["v"]), "missing version", id="missing-version"),

@@ -22,12 +22,14 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy.orm import Session, sessionmaker
 
 from fleet_server import cli
 from fleet_server.core.config import ServerSettings
 from fleet_server.core.db import create_session_factory, session_scope
+from fleet_server.core.migrate import alembic_config, head_revision
 from fleet_server.ingest.messages import ReceivedMessage
 from fleet_server.ingest.runner import build_ingest_worker
 from fleet_server.ingest.store import BatchResult, BatchStore
@@ -301,9 +303,17 @@ def test_ingest_command_needs_schema(
     monkeypatch.setenv("ZHIGUI_DATABASE_URL", database_url)
 
     status = cli.main(["ingest"])
+    empty_error = capsys.readouterr().err
+    command.upgrade(alembic_config(database_url), "0003")
+    partial_status = cli.main(["ingest"])
+    partial_error = capsys.readouterr().err
 
     assert status == 1
-    assert "needs revision 0002_purchases" in capsys.readouterr().err
+    assert f"has no schema, but this version needs revision {head_revision()}" in empty_error
+    assert partial_status == 1
+    assert f"has revision 0003, but this version needs revision {head_revision()}" in (
+        partial_error
+    )
 
 
 def test_worker_module_needs_database(tmp_path: Path) -> None:

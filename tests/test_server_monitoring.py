@@ -359,6 +359,42 @@ def test_restock_sale_and_low_stock(world: World, seeded: sessionmaker[Session])
         assert alert.state is AlertState.RESOLVED
 
 
+def test_restock_skips_unknown_products(
+    world: World, seeded: sessionmaker[Session], caplog: pytest.LogCaptureFixture
+) -> None:
+    kiosk = world.a.kiosk_id
+    with session_scope(seeded) as session:
+        tea = add_product(session, "岳西翠兰", weight_g=100, tolerance_g=1)
+        save_layout(session, kiosk, (0, 20, [tea.id]))
+        unknown = tea.id + 1_000
+        refill = restock(kiosk, 0, [(0, tea.id, 10), (0, unknown, 5)])
+        barcode = event(
+            kiosk,
+            EventType.RESTOCK,
+            at(1),
+            stock=[
+                StockLine(shelf=0, product_id=str(tea.id), quantity=12),
+                StockLine(shelf=1, product_id="6901234567892", quantity=3),
+            ],
+        )
+
+        handle_event(session, refill, received_at=at(0))
+        after_unknown = {
+            row.product_id: row.quantity for row in session.scalars(sa.select(CabinetStock))
+        }
+        handle_event(session, barcode, received_at=at(1))
+        after_barcode = {
+            row.product_id: row.quantity for row in session.scalars(sa.select(CabinetStock))
+        }
+
+    assert after_unknown == {tea.id: 10}
+    assert after_barcode == {tea.id: 12}
+    skipped = [r.getMessage() for r in caplog.records if "not in the catalog" in r.getMessage()]
+    assert len(skipped) == 2
+    assert f"names product '{unknown}'" in skipped[0]
+    assert "names product '6901234567892'" in skipped[1]
+
+
 def tea_sale(kiosk: str, product_id: int, quantity: int, second: int) -> SaleRecord:
     return SaleRecord(
         sale_id=uuid.uuid4(),

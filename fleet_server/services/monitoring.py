@@ -41,6 +41,7 @@ from fleet_server.models import (
     ConnectionState,
     OfflineReason,
     Planogram,
+    Product,
     StockSource,
 )
 from fleet_server.models.base import utc_now
@@ -707,11 +708,21 @@ def _apply_restock(
     for row in db.scalars(select(CabinetStock).where(CabinetStock.cabinet_id == cabinet.id)):
         db.delete(row)
     db.flush()
-    for line in event.stock or []:
+    lines = event.stock or []
+    named = {parse_planogram_product_id(line.product_id) for line in lines}
+    named.discard(None)
+    # A line naming no catalog product would fail the stock table's foreign key and, with
+    # it, the whole restock; the other lines still count.
+    known = set(db.scalars(select(Product.id).where(Product.id.in_(named)))) if named else set()
+    for line in lines:
         product_id = parse_planogram_product_id(line.product_id)
-        if product_id is None:
+        if product_id is None or product_id not in known:
             logger.warning(
-                "restock of %s names unknown product %r", cabinet.kiosk_id, line.product_id
+                "restock event %s of %s names product %r, which is not in the catalog; "
+                "that line is skipped",
+                event.event_id,
+                cabinet.kiosk_id,
+                line.product_id,
             )
             continue
         _set_stock(db, cabinet.id, line.shelf, product_id, line.quantity, StockSource.RESTOCK, now)
