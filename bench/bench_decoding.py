@@ -343,8 +343,8 @@ def main() -> None:
     print(f"python {platform.python_version()} on {platform.machine()}, {args.workers} workers")
     print(f"planogram: {SHELVES} shelves, tolerance {TOLERANCE:.0%}, spread sd {SPREAD:.1%}")
     for door in range(DOORS):
-        layout = enumerate(LAYOUTS[args.layout])
-        names = [p.name for shelf, p in layout if door_of_shelf(shelf) == door]
+        shelf_products = enumerate(LAYOUTS[args.layout])
+        names = [p.name for shelf, p in shelf_products if door_of_shelf(shelf) == door]
         print(f"  door {door}: {', '.join(names)}")
     print(f"  passes the shelf check up to {DEFAULT_CHECKED_ITEMS} packs")
     print(f"  return coincidences listed by check_returns: {len(warnings)}")

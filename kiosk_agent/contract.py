@@ -621,11 +621,11 @@ def _json_error(raw: bytes, error: ValueError) -> str:
     try:
         # Payloads are UTF-8. Given bytes, the json module would guess UTF-16 or UTF-32
         # from NUL bytes, and name that codec in its error.
-        text = raw.decode("utf-8")
+        decoded = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return f"invalid UTF-8 at byte {exc.start}"
     try:
-        json.loads(text, parse_constant=_reject_json_constant)
+        json.loads(decoded, parse_constant=_reject_json_constant)
     except (ValueError, RecursionError) as exc:
         reason = exc if str(exc) else error
     text = str(reason).splitlines()[0] if str(reason) else type(reason).__name__

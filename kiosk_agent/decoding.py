@@ -432,7 +432,7 @@ def check_misplaced(
             raise ValueError(f"shelves {missing} have no door")
     door_of = doors if doors is not None else dict.fromkeys(shelves, 0)
     everything = {p.product_id: p for products in shelves.values() for p in products}
-    # Shelves with the same products give the same answer for the same misplaced product.
+    # Shelves with the same products give the same result for the same misplaced product.
     found: dict[tuple[tuple[str, ...], str], tuple[Candidate, Candidate, float] | None] = {}
 
     conflicts: list[MisplacedConflict] = []

@@ -709,14 +709,13 @@ def _apply_restock(
         db.delete(row)
     db.flush()
     lines = event.stock or []
-    named = {parse_planogram_product_id(line.product_id) for line in lines}
-    named.discard(None)
+    named = {parse_planogram_product_id(line.product_id) for line in lines} - {None}
     # A line naming no catalog product would fail the stock table's foreign key and, with
-    # it, the whole restock; the other lines still count.
+    # it, the whole restock. The other lines still count.
     known = set(db.scalars(select(Product.id).where(Product.id.in_(named)))) if named else set()
     for line in lines:
         product_id = parse_planogram_product_id(line.product_id)
-        if product_id is None or product_id not in known:
+        if product_id not in known:
             logger.warning(
                 "restock event %s of %s names product %r, which is not in the catalog; "
                 "that line is skipped",
